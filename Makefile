@@ -1,0 +1,53 @@
+# The two README commands are `make demo` and `make test`; both install what they need first.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+export NOTALONE_HOME ?= $(CURDIR)/.notalone
+export PREFECT_HOME ?= $(NOTALONE_HOME)/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+RUN := $(UV) run --frozen
+
+.PHONY: install demo test lint format bench-features bench-train bench-score bench serve ui clean
+
+install: .venv/.installed
+
+.venv/.installed: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+	@mkdir -p "$(PREFECT_HOME)"
+	$(RUN) prefect server database upgrade -y >/dev/null
+	@touch $@
+
+demo: install
+	$(RUN) notalone demo
+
+test: install
+	$(RUN) pytest -q
+
+lint: install
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: install
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+bench-features: install
+	$(RUN) python benchmarks/bench_features.py
+
+bench-train: install
+	$(RUN) python benchmarks/bench_train.py
+
+bench-score: install
+	$(RUN) python benchmarks/bench_score.py
+
+bench: bench-features bench-train bench-score
+
+serve: install
+	$(RUN) notalone serve --start-server
+
+ui: install
+	$(RUN) notalone ui
+
+clean:
+	rm -rf .notalone .venv
