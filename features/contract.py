@@ -1,6 +1,6 @@
 """The progress-log contract: the tables a source holds, their columns and the event vocabulary.
 
-Every source (a school's export, the OULAD ingest, the synthetic school) is a folder of these tables.
+Every source (a school export, the OULAD ingest, the synthetic school) is a folder of these tables.
 This module is the single place that says what they look like; validation, ingest, the generator
 and feature building all read it from here.
 """

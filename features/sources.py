@@ -79,7 +79,9 @@ def locate_tables(source: str | Path) -> dict[str, TableFile]:
     return found
 
 
-def connect(memory_limit: str | None = None, threads: int | None = None, temp_dir: Path | None = None):
+def connect(
+    memory_limit: str | None = None, threads: int | None = None, temp_dir: Path | None = None
+):
     """A DuckDB connection configured to spill to disk rather than fail on large sources."""
     con = duckdb.connect()
     if memory_limit:
@@ -100,7 +102,9 @@ def register_views(con: duckdb.DuckDBPyConnection, source: str | Path) -> dict[s
         try:
             con.execute(f"CREATE OR REPLACE VIEW raw_{name} AS SELECT * FROM {tf.scan_sql()}")
         except duckdb.Error as exc:
-            raise SourceError(f"cannot read table {name!r} at {tf.path}: {exc}", table=name) from exc
+            raise SourceError(
+                f"cannot read table {name!r} at {tf.path}: {exc}", table=name
+            ) from exc
     return tables
 
 

@@ -26,7 +26,9 @@ app.add_typer(ingest_app, name="ingest")
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="YAML file merged over configs/default.yaml.")
 ]
-SourceOpt = Annotated[Path, typer.Option("--source", help="Source folder in the progress-log contract.")]
+SourceOpt = Annotated[
+    Path, typer.Option("--source", help="Source folder in the progress-log contract.")
+]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -69,7 +71,7 @@ def generate(
     config: ConfigOpt = None,
 ) -> None:
     """Generate a synthetic school in the progress-log contract."""
-    from pipelines.sources_cli import run_generate
+    from pipelines.generate import run_generate
 
     run_generate(students=students, out=out, seed=seed, config=load(config))
 
@@ -86,7 +88,7 @@ def ingest_oulad(
     config: ConfigOpt = None,
 ) -> None:
     """Convert the Open University Learning Analytics Dataset into the contract."""
-    from pipelines.sources_cli import run_ingest_oulad
+    from pipelines.ingest import run_ingest_oulad
 
     run_ingest_oulad(path=path, out=out, config=load(config))
 
@@ -95,7 +97,7 @@ def ingest_oulad(
 @user_errors
 def validate(source: SourceOpt, config: ConfigOpt = None) -> None:
     """Check a source against the contract; exit 2 when it has errors."""
-    from pipelines.sources_cli import run_validate
+    from pipelines.validation import run_validate
 
     code = run_validate(source=source, config=load(config))
     if code:
@@ -108,7 +110,8 @@ def features(
     source: SourceOpt,
     out: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="One snapshot at this time (ISO date), for scoring.")
+        str | None,
+        typer.Option("--as-of", help="One snapshot at this time (ISO date), for scoring."),
     ] = None,
     all_snapshots: Annotated[
         bool, typer.Option("--all", help="Every weekly snapshot with labels, for training.")
@@ -118,9 +121,145 @@ def features(
     """Build point-in-time features: one snapshot (--as-of) or all weekly snapshots (--all)."""
     if (as_of is None) == (not all_snapshots):
         raise fail("give exactly one of --as-of T or --all")
-    from pipelines.sources_cli import run_features
+    from pipelines.featurize import run_features
 
     run_features(source=source, out=out, as_of=as_of, config=load(config))
+
+
+@app.command()
+@user_errors
+def train(
+    source: SourceOpt,
+    config: ConfigOpt = None,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="MLflow experiment (default from config).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    no_prefect: Annotated[
+        bool, typer.Option("--no-prefect", help="Run the steps directly, without a Prefect flow.")
+    ] = False,
+) -> None:
+    """Train on all labelled weekly snapshots, evaluate by time, register in MLflow."""
+    from pipelines.training import run_train
+
+    run_train(
+        source=source,
+        config=load(config),
+        experiment=experiment,
+        as_json=as_json,
+        use_prefect=not no_prefect,
+    )
+
+
+@app.command()
+@user_errors
+def score(
+    source: SourceOpt,
+    as_of: Annotated[str, typer.Option("--as-of", help="Score as of this time (ISO date).")],
+    model_uri: Annotated[
+        str | None,
+        typer.Option("--model-uri", help="MLflow model URI (default: the champion)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default: workspace outputs).")
+    ] = None,
+    config: ConfigOpt = None,
+    no_prefect: Annotated[
+        bool, typer.Option("--no-prefect", help="Run the steps directly, without a Prefect flow.")
+    ] = False,
+) -> None:
+    """Score every active enrollment and write ranked curator lists and a report."""
+    from pipelines.scoring import run_score
+
+    run_score(
+        source=source,
+        as_of=as_of,
+        model_uri=model_uri,
+        out=out,
+        config=load(config),
+        use_prefect=not no_prefect,
+    )
+
+
+@app.command()
+@user_errors
+def compare(
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="MLflow experiment (default from config).")
+    ] = None,
+    last: Annotated[int, typer.Option("--last", min=1, help="How many recent runs.")] = 10,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for compare.csv and compare.md.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Table of recent training runs: model vs baselines, main metrics, champion marker."""
+    from pipelines.training import run_compare
+
+    run_compare(experiment=experiment, last=last, out=out, config=load(config))
+
+
+@app.command()
+@user_errors
+def promote(
+    version: Annotated[str, typer.Argument(help="Registered model version to make champion.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in a tag).")] = "manual",
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who promotes (default: the current user).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Move the champion alias to VERSION by hand, recording who and why."""
+    from pipelines.training import run_promote
+
+    run_promote(version=version, reason=reason, by=by, config=load(config))
+
+
+@app.command()
+@user_errors
+def demo(
+    students: Annotated[
+        int | None, typer.Option("--students", help="Students in the synthetic school.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The whole weekly job on a synthetic school: generate, train, score, report."""
+    from pipelines.demo import run_demo
+
+    run_demo(students=students, config=load(config))
+
+
+@app.command()
+@user_errors
+def serve(
+    source: Annotated[
+        Path | None, typer.Option("--source", help="Source to score weekly (default: demo school).")
+    ] = None,
+    start_server: Annotated[
+        bool,
+        typer.Option(
+            "--start-server", help="Start a local Prefect server when none is configured."
+        ),
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the weekly flow on its cron schedule against a Prefect server."""
+    from pipelines.serve import run_serve
+
+    run_serve(source=source, start_server=start_server, config=load(config))
+
+
+@app.command()
+@user_errors
+def ui(
+    which: Annotated[str, typer.Argument(help="mlflow or prefect")] = "mlflow",
+    host: Annotated[str, typer.Option("--host", help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option("--port", help="Port.")] = None,
+) -> None:
+    """Start the MLflow or Prefect UI on this machine (127.0.0.1 by default)."""
+    from pipelines.serve import run_ui
+
+    run_ui(which=which, host=host, port=port)
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -79,7 +79,14 @@ class Workspace:
 
     def activate(self) -> Workspace:
         """Create the workspace folders and export its environment (keeps user-set values)."""
-        for folder in (self.root, self.prefect_home, self.outputs, self.cache, self.tmp, self.locks):
+        for folder in (
+            self.root,
+            self.prefect_home,
+            self.outputs,
+            self.cache,
+            self.tmp,
+            self.locks,
+        ):
             folder.mkdir(parents=True, exist_ok=True)
         for key, value in self.environment().items():
             os.environ.setdefault(key, value)

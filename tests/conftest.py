@@ -1,4 +1,4 @@
-"""Shared fixtures. Every test runs in its own workspace under tmp_path; nothing touches ./.notalone."""
+"""Shared fixtures: every test runs in its own workspace, nothing touches ./.notalone."""
 
 from __future__ import annotations
 
