@@ -6,11 +6,12 @@ changes. Unknown keys are errors, so a typo never silently falls back to a defau
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
@@ -21,33 +22,198 @@ class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class GeneratorConfig(Section):
-    """Synthetic school: shape of the course catalogue and of student behaviour."""
+DEFAULT_COURSE_TITLES: dict[str, str] = {
+    "PY101": "Python for beginners",
+    "DA150": "Data analysis with SQL and pandas",
+    "WEB110": "Web development basics",
+    "UX120": "UX/UI design",
+    "QA130": "Software testing",
+    "PM140": "Product management",
+    "DS201": "Data science career track",
+    "ML301": "Machine learning engineer",
+}
+DEFAULT_AGE_SHARES: dict[str, float] = {"18-24": 0.3, "25-34": 0.4, "35-44": 0.2, "45+": 0.1}
+DEFAULT_AGE_HAZARD: dict[str, float] = {"18-24": 0.15, "25-34": 0.0, "35-44": -0.05, "45+": -0.1}
+DEFAULT_REGION_SHARES: dict[str, float] = {"capital": 0.3, "city": 0.4, "town": 0.2, "rural": 0.1}
+DEFAULT_REGION_TECH: dict[str, float] = {"capital": 0.8, "city": 1.0, "town": 1.2, "rural": 1.8}
+DEFAULT_WEEKLY_EVENT_MEANS: dict[str, float] = {
+    "login": 4.0,
+    "lesson_view": 9.0,
+    "lesson_complete": 4.0,
+    "quiz_attempt": 2.0,
+    "activity": 5.0,
+    "question": 0.4,
+}
 
+
+class GeneratorConfig(Section):
+    """Synthetic school (`notalone generate`): calendar, groups, student behaviour, output chunks.
+
+    features/synthetic.py describes the simulation these knobs drive. Rates are per week.
+    """
+
+    # calendar
     first_start: str = "2025-09-01"
-    n_course_runs: int = 8
-    course_weeks_min: int = 8
-    course_weeks_max: int = 26
-    start_spread_weeks: int = 30
-    students_per_curator_min: int = 60
-    students_per_curator_max: int = 120
-    students_per_mentor: int = 300
-    events_per_active_week: float = 25.0
-    chunk_students: int = 20_000
+    n_course_runs: int = Field(8, ge=1)
+    course_weeks_min: int = Field(8, ge=1)
+    course_weeks_max: int = Field(26, ge=1)
+    start_spread_weeks: int = Field(30, ge=0)
+    start_jitter_weeks: int = Field(1, ge=0)
+    data_end_weeks_after_last_start: int = Field(6, ge=1)
+    course_titles: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_COURSE_TITLES))
+    lessons_per_week: int = Field(3, ge=1)
+    final_assignment_weight: float = Field(3.0, gt=0)
+    late_submission_grace_days: float = Field(7.0, ge=0)
+    # enrolment
+    run_size_spread: float = Field(0.3, ge=0, lt=1)
+    enrol_lead_days_mean: float = Field(14.0, gt=0)
+    enrol_lead_days_max: float = Field(60.0, gt=0)
+    late_enrol_share: float = Field(0.15, ge=0, le=1)
+    late_enrol_days_max: float = Field(14.0, ge=0)
+    second_enrollment_share: float = Field(0.08, ge=0, le=1)
+    # curators and mentors
+    students_per_curator_min: int = Field(60, ge=1)
+    students_per_curator_max: int = Field(120, ge=1)
+    students_per_mentor: int = Field(300, ge=1)
+    mentor_min_weeks: int = Field(16, ge=1)
+    # static attributes (attr_*): shares, and their mild effects
+    age_band_shares: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_AGE_SHARES))
+    age_band_hazard: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_AGE_HAZARD))
+    region_shares: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_REGION_SHARES))
+    region_tech_factor: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_REGION_TECH)
+    )
+    prior_courses_mean: float = Field(0.7, ge=0)
+    prior_courses_max: int = Field(5, ge=0)
+    prior_course_hazard: float = -0.1
+    # latent engagement: AR(1) around the starting level plus a student-specific drift
+    engagement_start_mean: float = 1.2
+    engagement_start_sd: float = Field(0.7, ge=0)
+    engagement_drift_mean: float = -0.04
+    engagement_drift_sd: float = Field(0.08, ge=0)
+    engagement_reversion: float = Field(0.1, ge=0, le=1)
+    engagement_noise_sd: float = Field(0.3, ge=0)
+    shock_prob: float = Field(0.015, ge=0, le=1)
+    shock_size_min: float = Field(1.0, ge=0)
+    shock_size_max: float = Field(2.5, ge=0)
+    activity_level_sd: float = Field(0.5, ge=0)
+    # weekly events of a fully engaged student (activity level 1)
+    weekly_event_means: dict[
+        Literal["login", "lesson_view", "lesson_complete", "quiz_attempt", "activity", "question"],
+        float,
+    ] = Field(default_factory=lambda: dict(DEFAULT_WEEKLY_EVENT_MEANS))
+    activity_count_mean: float = Field(3.0, ge=0)
+    feedback_prob: float = Field(0.15, ge=0, le=1)
+    feedback_mean: float = Field(3.8, ge=1, le=5)
+    feedback_sd: float = Field(0.7, ge=0)
+    feedback_engagement: float = Field(1.5, ge=0)
+    feedback_problem_penalty: float = Field(1.0, ge=0)
+    question_struggle_gain: float = Field(1.5, ge=0)
+    # assignments and scores
+    submit_habit_mean: float = 1.0
+    submit_habit_sd: float = Field(0.8, ge=0)
+    submit_engagement: float = 1.5
+    late_habit_alpha: float = Field(1.0, gt=0)
+    late_habit_beta: float = Field(3.0, gt=0)
+    late_days_mean_max: float = Field(8.0, ge=0)
+    on_time_window_days: float = Field(5.0, gt=0, le=7)
+    score_mean: float = 68.0
+    score_ability_sd: float = Field(12.0, ge=0)
+    score_engagement: float = 6.0
+    score_noise_sd: float = Field(10.0, ge=0)
+    score_reference: float = 60.0
+    # technical problems (support tickets)
+    tech_problem_prob: float = Field(0.03, ge=0, le=1)
+    tech_resolve_prob: float = Field(0.5, ge=0, le=1)
+    tech_engagement_penalty: float = Field(0.3, ge=0)
+    tickets_per_problem_week: float = Field(1.0, ge=0)
+    # weekly dropout hazard (logit terms)
+    hazard_base: float = -4.5
+    hazard_disengagement: float = 1.0
+    hazard_missed: float = 1.5
+    hazard_tech: float = 1.2
+    hazard_score: float = 0.4
+    hazard_early: float = 1.0
+    hazard_early_weeks: float = Field(2.0, gt=0)
+    hazard_run_sd: float = Field(0.2, ge=0)
+    tracker_decay: float = Field(0.6, ge=0, lt=1)
+    # how a dropout shows: formal unenrolment (maybe after a lag) or silent quitting
+    formal_share: float = Field(0.65, ge=0, le=1)
+    unenrol_immediate_share: float = Field(0.5, ge=0, le=1)
+    unenrol_immediate_hours: float = Field(2.0, ge=0)
+    unenrol_lag_days_mean: float = Field(10.0, ge=0)
+    unenrol_login_minutes: float = Field(30.0, ge=0)
+    ghost_login_prob: float = Field(0.1, ge=0, le=1)
+    # past curator contacts (interventions.parquet)
+    contact_base_prob: float = Field(0.01, ge=0, le=1)
+    contact_missed_prob: float = Field(0.08, ge=0, le=1)
+    contact_tech_prob: float = Field(0.15, ge=0, le=1)
+    contact_silent_prob: float = Field(0.2, ge=0, le=1)
+    contact_reply_bias: float = 0.0
+    contact_engagement_boost: float = 0.3
+    # output
+    block_enrollments: int = Field(2000, ge=1)
+    chunk_enrollments: int = Field(20_000, ge=1)
+    parquet_compression: Literal["zstd", "snappy", "lz4", "none"] = "zstd"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GeneratorConfig:
+        if self.course_weeks_min > self.course_weeks_max:
+            raise ValueError("generator.course_weeks_min must not exceed course_weeks_max")
+        if self.course_weeks_min <= self.data_end_weeks_after_last_start:
+            raise ValueError(
+                "generator.course_weeks_min must exceed data_end_weeks_after_last_start, "
+                "so that the latest course run is still running at the data end"
+            )
+        if self.students_per_curator_min > self.students_per_curator_max:
+            raise ValueError("generator.students_per_curator_min must not exceed ..._max")
+        if self.shock_size_min > self.shock_size_max:
+            raise ValueError("generator.shock_size_min must not exceed shock_size_max")
+        if not self.course_titles:
+            raise ValueError("generator.course_titles must name at least one course")
+        for name in ("age_band_shares", "region_shares"):
+            shares = getattr(self, name)
+            if not shares or min(shares.values()) < 0 or sum(shares.values()) <= 0:
+                raise ValueError(f"generator.{name} must hold non-negative shares")
+        if set(self.age_band_hazard) != set(self.age_band_shares):
+            raise ValueError("generator.age_band_hazard must name the same bands as the shares")
+        if set(self.region_tech_factor) != set(self.region_shares):
+            raise ValueError("generator.region_tech_factor must name the same regions")
+        return self
 
 
 class OuladConfig(Section):
-    """OULAD ingest: calendar anchors and the mapping of VLE activity types to event types."""
+    """OULAD ingest: calendar anchors, curator groups and the mapping of VLE activity types.
 
-    curator_group_size: int = 100
-    b_start_month: int = 2
-    j_start_month: int = 10
+    The activity-type mapping lives in `default.yaml` only (the bare model's default is empty, and
+    the ingest then names every unmapped type in its error); all other defaults equal the YAML.
+    """
+
+    curator_group_size: int = Field(default=100, ge=1)
+    b_start_month: int = Field(default=2, ge=1, le=12)
+    j_start_month: int = Field(default=10, ge=1, le=12)
+    start_day: int = Field(default=1, ge=1, le=28)
+    event_hour_utc: int = Field(default=12, ge=1, le=23)
+    keep_banked: bool = True
+    partial_click_presentations: tuple[str, ...] = ("BBB-2013J",)
+    merge_same_day_clicks: bool = True
+    click_file_pattern: str = "studentVle*.csv*"
+    pre_course_file: str | None = "derived/vle_pre_course_features.csv"
     activity_map: dict[str, str] = Field(default_factory=dict)
 
 
 class ValidationConfig(Section):
+    """Contract check (`notalone validate`): what counts as implausible, what is tolerated."""
+
     max_days_outside_course: int = 400
+    earliest_timestamp: date = date(1990, 1, 1)
+    latest_timestamp: date = date(2100, 1, 1)
+    max_unknown_enrollment_share: float = 0.01
     example_rows: int = 5
+    example_value_chars: int = 80
+    duckdb_memory_limit: str = "3GB"
+    duckdb_threads: int | None = None
+    chunk_grid_rows: int = 3_000_000
 
 
 class SnapshotConfig(Section):
@@ -65,31 +231,79 @@ class FeatureConfig(Section):
     include_attrs: bool = True
     duckdb_memory_limit: str = "3GB"
     duckdb_threads: int | None = None
+    chunk_grid_rows: int = 3_000_000
 
 
 class SplitConfig(Section):
+    """How labelled snapshots are split by time into training, validation and test rows."""
+
     method: Literal["course_start", "cutoff"] = "course_start"
-    test_share: float = 0.3
+    test_share: float = Field(0.3, gt=0, lt=1)
+    test_from: str | None = None
     cutoff: str | None = None
-    validation_share: float = 0.2
+    validation_share: float = Field(0.2, gt=0, lt=1)
+    embargo: bool = True
+
+
+class LogisticConfig(Section):
+    """The logistic-regression baseline (standardised, imputed features)."""
+
+    C: float = 1.0
+    max_iter: int = 1000
+
+
+DEFAULT_LGB_PARAMS: dict[str, Any] = {
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_child_samples": 50,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+}
 
 
 class ModelConfig(Section):
+    """LightGBM, its imbalance handling and the probability calibration."""
+
     seed: int = 42
+    num_threads: int = 2
     num_boost_round: int = 2000
     early_stopping_rounds: int = 100
-    params: dict[str, Any] = Field(default_factory=dict)
+    early_stopping_metric: str = "average_precision"
+    class_weight: Literal["balanced", "none"] = "balanced"
+    params: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_LGB_PARAMS))
     calibration_methods: tuple[Literal["isotonic", "sigmoid"], ...] = ("isotonic", "sigmoid")
+    calibration_folds: int = Field(5, ge=2)
+    calibration_select_by: Literal["brier", "log_loss"] = "brier"
+    prob_clip: float = Field(1e-6, gt=0, lt=0.5)
+    logistic: LogisticConfig = LogisticConfig()
 
 
 class EvaluationConfig(Section):
-    top_share: float = 0.10
-    promote_metric: str = "pr_auc"
+    """Test-period metrics, segment reporting, plots and the promotion rule."""
+
+    top_share: float = Field(0.10, gt=0, lt=1)
+    promote_metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
+    min_improvement: float = 0.0
+    min_segment_size: int = 30
+    min_week_rows: int = 30
+    calibration_bins: int = 10
+    shap_sample_rows: int = 5000
+    shap_top_features: int = 15
+    input_example_rows: int = 5
+    rule_recency: tuple[str, ...] = ("days_since_last_activity", "days_since_last_submission")
+    rule_fallback: tuple[str, ...] = ("days_since_enrolment", "days_since_start")
+    rule_tiebreak: str = "deadlines_missed"
 
 
 class RegistryConfig(Section):
+    """The MLflow registered model and experiment."""
+
     model_name: str = "notalone-dropout"
     experiment: str = "notalone"
+    compare_last: int = 10
 
 
 class ScoringConfig(Section):
@@ -108,14 +322,39 @@ class DriftConfig(Section):
 
 
 class ScheduleConfig(Section):
+    """The weekly flow: when it runs (`notalone serve`), when it retrains, how its tasks retry."""
+
     cron: str = "0 6 * * 1"
     timezone: str = "Europe/London"
-    retrain_after_days: int = 28
+    retrain_after_days: int = Field(28, ge=0)
+    week_starts_on: int = Field(0, ge=0, le=6)
+    deployment_name: str = "notalone-weekly"
+    server_port: int = Field(4200, ge=0, le=65535)
+    server_startup_timeout_seconds: float = Field(120.0, gt=0)
+    server_poll_seconds: float = Field(0.5, gt=0)
+    task_retries: int = Field(2, ge=0)
+    task_retry_delay_seconds: float = Field(2.0, ge=0)
+    feature_cache_entries: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _known_timezone(self) -> ScheduleConfig:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"schedule.timezone {self.timezone!r} is not a known time zone") from exc
+        if len(self.cron.split()) != 5:
+            raise ValueError(f"schedule.cron {self.cron!r} needs 5 fields (min hour day month dow)")
+        return self
 
 
 class DemoConfig(Section):
-    students: int = 5000
+    """`notalone demo`: the synthetic school it generates into the workspace."""
+
+    students: int = Field(5000, ge=1)
     seed: int = 7
+    folder: str = "demo-school"
 
 
 class Config(Section):

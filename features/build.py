@@ -14,13 +14,16 @@ depends only on enrolments at or before t and unenrolments before t.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from configs.schema import Config
 from features.catalog import KEY_COLUMNS, LABEL_COLUMN, META_COLUMNS, feature_names
@@ -138,7 +141,7 @@ def _prepare_base_tables(
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE enr AS
-        SELECT (row_number() OVER (ORDER BY student_id, course_id))::INTEGER AS eid, *
+        SELECT (row_number() OVER (ORDER BY course_id, student_id))::INTEGER AS eid, *
         FROM (
             SELECT DISTINCT CAST(e.student_id AS VARCHAR) AS student_id,
                    CAST(e.course_id AS VARCHAR) AS course_id,
@@ -197,6 +200,8 @@ def _rollups(con: duckdb.DuckDBPyConnection, plan: Plan, progress: Progress) -> 
         """
     )
     progress("daily rollup")
+    # Same-time submissions (OULAD dates are whole days) tie on ts: the higher score wins, so the
+    # result never depends on thread scheduling.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE daily AS
@@ -208,10 +213,11 @@ def _rollups(con: duckdb.DuckDBPyConnection, plan: Plan, progress: Progress) -> 
                max(ts_s) FILTER (WHERE event_type = '{login}') AS last_login_s,
                sum(value) FILTER (WHERE event_type = '{submit}') AS score_sum,
                count(value) FILTER (WHERE event_type = '{submit}') AS score_n,
-               arg_max(value, ts_s) FILTER (WHERE event_type = '{submit}') AS score_last,
+               arg_max(value, [ts_s, value]) FILTER (WHERE event_type = '{submit}') AS score_last,
                max(ts_s) FILTER (WHERE event_type = '{submit}' AND value IS NOT NULL)
                    AS score_last_s,
-               arg_max(value, ts_s) FILTER (WHERE event_type = '{feedback}') AS feedback_last,
+               arg_max(value, [ts_s, value]) FILTER (WHERE event_type = '{feedback}')
+                   AS feedback_last,
                max(ts_s) FILTER (WHERE event_type = '{feedback}' AND value IS NOT NULL)
                    AS feedback_last_s
         FROM ev GROUP BY eid, day
@@ -293,52 +299,37 @@ def _deadlines(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     )
 
 
-def _grid_and_features(
-    con: duckdb.DuckDBPyConnection, config: Config, plan: Plan, attrs: list[str], data_end_s: float
-) -> str:
-    """Dense (enrollment, bin) grid, window functions over it, and the final snapshot query."""
-    step_s = plan.step_s
-    b_lo_expr = f"a.k_first - {plan.lookback_bins + 1}"
+def _grid_tables(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
+    """Per-enrollment dense bin grid (history + horizon) and per-bin sums with clamped edges."""
+    b_lo = f"a.k_first - {plan.lookback_bins + 1}"
+    b_hi = f"a.k_last + {plan.horizon_bins}"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE grid AS
         SELECT e.eid, g.bin
         FROM enr e JOIN anchors a USING (course_id),
-             LATERAL (
-                SELECT unnest(range({b_lo_expr}, a.k_last + {plan.horizon_bins} + 1)) AS bin
-             ) g
+             LATERAL (SELECT unnest(range({b_lo}, {b_hi} + 1)) AS bin) g
         """
     )
-    # Clamp bins outside the grid into its first/last bin so nothing is lost from cumulative sums.
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE bins_c AS
-        SELECT b.eid,
-               LEAST(GREATEST(b.bin, {b_lo_expr}), a.k_last + {plan.horizon_bins}) AS bin,
-               b.* EXCLUDE (eid, bin)
-        FROM bins b JOIN enr e USING (eid) JOIN anchors a USING (course_id)
-        """
-    )
+    # Bins outside the grid are clamped into its first/last bin, so cumulative sums lose nothing.
     sums = ", ".join(
-        f"sum(n_{stem}) AS n_{stem}"
+        f"sum(b.n_{stem}) AS n_{stem}"
         for stem in ("events", "active_days", *(s for s, _ in COUNTED_TYPES))
     )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE bins_cc AS
-        SELECT eid, bin, {sums},
-               max(last_s) AS last_s, max(last_submit_s) AS last_submit_s,
-               max(last_login_s) AS last_login_s, sum(score_sum) AS score_sum,
-               sum(score_n) AS score_n, arg_max(score_last, score_last_s) AS score_last,
-               max(score_last_s) AS score_last_s,
-               arg_max(feedback_last, feedback_last_s) AS feedback_last,
-               max(feedback_last_s) AS feedback_last_s
-        FROM bins_c GROUP BY ALL
+        SELECT b.eid, LEAST(GREATEST(b.bin, {b_lo}), {b_hi}) AS bin, {sums},
+               max(b.last_s) AS last_s, max(b.last_submit_s) AS last_submit_s,
+               max(b.last_login_s) AS last_login_s, sum(b.score_sum) AS score_sum,
+               sum(b.score_n) AS score_n, arg_max(b.score_last, b.score_last_s) AS score_last,
+               arg_max(b.feedback_last, b.feedback_last_s) AS feedback_last
+        FROM bins b JOIN enr e USING (eid) JOIN anchors a USING (course_id)
+        GROUP BY ALL
         """
     )
-    con.execute("DROP TABLE bins_c")
-    # First bin in which each course saw each event type: type-specific features are null
-    # (unknown, not zero) for a course run that has no such data before t.
+    # First bin in which each course run saw each event type: type-specific features are null
+    # (unknown, not zero) for a run that has no such data before t.
     first_seen = ", ".join(
         f"min(bin) FILTER (WHERE n_{stem} > 0) AS first_{stem}" for stem, _ in COUNTED_TYPES
     )
@@ -350,128 +341,219 @@ def _grid_and_features(
         """
     )
 
-    def before(expr: str, n: int) -> str:
-        return f"sum({expr}) OVER (w ROWS BETWEEN {n} PRECEDING AND 1 PRECEDING)"
 
-    def upto(agg: str) -> str:
-        return f"{agg} OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+GRID_COUNTS = ("events", "active_days", *(stem for stem, _ in COUNTED_TYPES))
+GRID_VALUES = (
+    "last_s",
+    "last_submit_s",
+    "last_login_s",
+    "score_sum",
+    "score_last",
+    "feedback_last",
+)
+GRID_ZERO_FILLED = (
+    *(f"n_{stem}" for stem in GRID_COUNTS),
+    "score_n",
+    "n_due",
+    "n_on_time",
+    "n_late",
+    "due_recent",
+    "missed_recent",
+)
 
-    win_cols = []
-    for days, nb in zip(config.features.windows_days, plan.windows, strict=True):
-        win_cols.append(f"{before('coalesce(b.n_events, 0)', nb)} AS events_{days}d")
-        win_cols.append(f"{before('coalesce(b.n_active_days, 0)', nb)} AS active_days_{days}d")
-        for stem in WINDOWED_STEMS:
-            win_cols.append(f"{before(f'coalesce(b.n_{stem}, 0)', nb)} AS {stem}_{days}d")
-    sup = plan.support_bins
-    recent_bins = max(plan.windows)
-    future = (
-        f"sum(coalesce(b.n_events, 0)) OVER "
-        f"(w ROWS BETWEEN CURRENT ROW AND {plan.horizon_bins - 1} FOLLOWING)"
-    )
-    con.execute(
+
+def _fetch_grid(con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> dict[str, np.ndarray]:
+    """Grid rows of enrollments lo..hi, sorted by (eid, bin), as float arrays (NaN = none)."""
+    zero = ", ".join(f"coalesce({c}, 0)::DOUBLE AS {c}" for c in GRID_ZERO_FILLED)
+    vals = ", ".join(f"{c}::DOUBLE AS {c}" for c in GRID_VALUES)
+    result = con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE rolled AS
-        SELECT g.eid, g.bin AS k,
-               {upto("max(b.last_s)")} AS last_s,
-               {upto("max(b.last_submit_s)")} AS last_submit_s,
-               {upto("max(b.last_login_s)")} AS last_login_s,
-               {", ".join(win_cols)},
-               {upto("sum(coalesce(b.n_events, 0))")} AS events_total,
-               lag(coalesce(b.n_events, 0), 1) OVER w AS ev_w1,
-               lag(coalesce(b.n_events, 0), 2) OVER w AS ev_w2,
-               lag(coalesce(b.n_events, 0), 3) OVER w AS ev_w3,
-               lag(coalesce(b.n_events, 0), 4) OVER w AS ev_w4,
-               {upto("sum(coalesce(d.n_due, 0))")} AS deadlines_due,
-               {upto("sum(coalesce(d.n_on_time, 0))")} AS deadlines_on_time,
-               {upto("sum(coalesce(d.n_late, 0))")} AS deadlines_late,
-               {upto("sum(b.score_sum)")} AS score_sum_all,
-               {upto("sum(coalesce(b.score_n, 0))")} AS score_n_all,
-               {before("b.score_sum", recent_bins)} AS score_sum_recent,
-               {before("coalesce(b.score_n, 0)", recent_bins)} AS score_n_recent,
-               {upto("arg_max(b.score_last, b.score_last_s)")} AS score_last,
-               {before("coalesce(b.n_questions, 0)", sup)} AS questions_sup,
-               {before("coalesce(b.n_support_tickets, 0)", sup)} AS tickets_sup,
-               {upto("arg_max(b.feedback_last, b.feedback_last_s)")} AS feedback_last,
-               {future} AS events_future
+        SELECT g.eid, g.bin, {zero}, {vals}
         FROM grid g
         LEFT JOIN bins_cc b ON b.eid = g.eid AND b.bin = g.bin
         LEFT JOIN due_bins d ON d.eid = g.eid AND d.bin = g.bin
-        WINDOW w AS (PARTITION BY g.eid ORDER BY g.bin)
+        LEFT JOIN due_recent r ON r.eid = g.eid AND r.k = g.bin
+        WHERE g.eid BETWEEN {lo} AND {hi}
+        ORDER BY g.eid, g.bin
         """
-    )
-    horizon_s = config.snapshots.horizon_days * DAY_SECONDS
-    inactivity = "OR r.events_future = 0" if config.snapshots.inactivity_is_dropout else ""
-    nullable_stems = {stem for stem, _ in COUNTED_TYPES}
-    windowed = []
-    for days in config.features.windows_days:
-        windowed.append(f"r.events_{days}d")
-        windowed.append(f"r.active_days_{days}d")
+    ).fetchnumpy()
+    return {k: np.ma.filled(v, np.nan) if np.ma.isMaskedArray(v) else v for k, v in result.items()}
+
+
+class _Windows:
+    """Window sums over a sorted (eid, bin) grid: rows before each row, within its enrollment."""
+
+    def __init__(self, eid: np.ndarray):
+        n = len(eid)
+        self.idx = np.arange(n)
+        new_group = np.r_[True, eid[1:] != eid[:-1]]
+        starts = np.flatnonzero(new_group)
+        ends = np.r_[starts[1:], n]
+        self.start = np.repeat(starts, ends - starts)
+        self.end = np.repeat(ends, ends - starts)
+        self.group = np.cumsum(new_group)
+
+    def _cum(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate(([0.0], np.cumsum(x)))
+
+    def before(self, x: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Sum of x over the n rows before each row (all earlier rows when n is None)."""
+        cum = self._cum(x)
+        lo = self.start if n is None else np.maximum(self.idx - n, self.start)
+        return cum[self.idx] - cum[lo]
+
+    def ahead(self, x: np.ndarray, n: int) -> np.ndarray:
+        """Sum of x over this row and the n - 1 rows after it."""
+        cum = self._cum(x)
+        return cum[np.minimum(self.idx + n, self.end)] - cum[self.idx]
+
+    def lag(self, x: np.ndarray, j: int) -> np.ndarray:
+        src = self.idx - j
+        return np.where(src >= self.start, x[np.maximum(src, 0)], np.nan)
+
+    def last_before(self, x: np.ndarray) -> np.ndarray:
+        """The last non-null x in the rows before each row (rows are in time order)."""
+        running = pd.Series(x).groupby(self.group).ffill().to_numpy(float)
+        return self.lag(running, 1)
+
+
+def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def _window_features(g: dict[str, np.ndarray], plan: Plan, config: Config) -> dict[str, np.ndarray]:
+    """Every per-row feature of the grid (valid on snapshot rows), from the bins before it."""
+    w = _Windows(g["eid"])
+    out: dict[str, np.ndarray] = {
+        "last_s": w.last_before(g["last_s"]),
+        "last_submit_s": w.last_before(g["last_submit_s"]),
+        "last_login_s": w.last_before(g["last_login_s"]),
+    }
+    for days, nb in zip(config.features.windows_days, plan.windows, strict=True):
+        out[f"events_{days}d"] = w.before(g["n_events"], nb)
+        out[f"active_days_{days}d"] = w.before(g["n_active_days"], nb)
         for stem in WINDOWED_STEMS:
-            windowed.append(
-                f"CASE WHEN cf.first_{stem} < r.k THEN r.{stem}_{days}d END AS {stem}_{days}d"
-                if stem in nullable_stems
-                else f"r.{stem}_{days}d"
-            )
-    s_days = config.features.support_window_days
-    slope = " + ".join(
-        f"({w}) * r.ev_w{len(SLOPE_WEIGHTS) - i}" for i, w in enumerate(SLOPE_WEIGHTS)
+            out[f"{stem}_{days}d"] = w.before(g[f"n_{stem}"], nb)
+    out["events_total"] = w.before(g["n_events"])
+    week = [w.lag(g["n_events"], j) for j in range(1, len(SLOPE_WEIGHTS) + 1)]  # k-1, k-2, ...
+    out["events_change_7d"] = _divide(week[0] - week[1], week[1])
+    weights = np.array(SLOPE_WEIGHTS)
+    out["events_slope_28d"] = sum(
+        wt * y for wt, y in zip(weights, reversed(week), strict=True)
+    ) / float((weights**2).sum())
+    due = w.before(g["n_due"])
+    on_time = w.before(g["n_on_time"])
+    late = w.before(g["n_late"])
+    out["deadlines_due"] = due
+    out["deadlines_missed"] = due - on_time - late
+    out["deadlines_late"] = late
+    out["on_time_share"] = _divide(on_time, due)
+    out["deadlines_due_28d"] = g["due_recent"]
+    out["deadlines_missed_28d"] = g["missed_recent"]
+    score_sum = np.nan_to_num(g["score_sum"])
+    sum_all, n_all = w.before(score_sum), w.before(g["score_n"])
+    recent = max(plan.windows)
+    sum_recent, n_recent = w.before(score_sum, recent), w.before(g["score_n"], recent)
+    out["score_mean"] = _divide(sum_all, n_all)
+    out["score_last"] = w.last_before(g["score_last"])
+    older = _divide(sum_all - sum_recent, n_all - n_recent)
+    out["score_trend"] = np.where(n_recent > 0, _divide(sum_recent, n_recent) - older, np.nan)
+    out["questions_sup"] = w.before(g["n_questions"], plan.support_bins)
+    out["tickets_sup"] = w.before(g["n_support_tickets"], plan.support_bins)
+    out["feedback_last"] = w.last_before(g["feedback_last"])
+    out["events_future"] = w.ahead(g["n_events"], plan.horizon_bins)
+    return out
+
+
+def _percent_rank(values: pd.Series, keys: list[pd.Series]) -> np.ndarray:
+    """SQL percent_rank within groups: (rank - 1) / (rows - 1), 0 for a single row."""
+    frame = pd.DataFrame(
+        {"v": values.to_numpy(), **{f"k{i}": k.to_numpy() for i, k in enumerate(keys)}}
     )
-    slope_norm = sum(w * w for w in SLOPE_WEIGHTS)
-    attr_sel = "".join(f", e.{_q(a)}" for a in attrs)
-    first_w = config.features.windows_days[-1]
-    return f"""
-        SELECT e.student_id, e.course_id, to_timestamp(t.t_s) AS as_of,
-               e.curator_id, e.mentor_id,
-               to_timestamp(a.start_s) AS course_start, to_timestamp(a.end_s) AS course_end,
-               to_timestamp(e.enrolled_s) AS enrolled_at,
-               CASE WHEN t.t_s + {horizon_s} > {data_end_s} THEN NULL
-                    WHEN (e.unenrolled_s >= t.t_s AND e.unenrolled_s < t.t_s + {horizon_s})
-                         {inactivity} THEN 1.0
-                    ELSE 0.0 END AS {LABEL_COLUMN},
-               (t.t_s - r.last_s) / {DAY_SECONDS} AS days_since_last_activity,
-               (t.t_s - r.last_submit_s) / {DAY_SECONDS} AS days_since_last_submission,
-               CASE WHEN cf.first_logins < r.k THEN (t.t_s - r.last_login_s) / {DAY_SECONDS} END
-                   AS days_since_last_login,
-               {", ".join(windowed)},
-               r.events_total,
-               CASE WHEN r.ev_w2 > 0 THEN (r.ev_w1 - r.ev_w2) / r.ev_w2 END AS events_change_7d,
-               ({slope}) / {slope_norm} AS events_slope_28d,
-               r.deadlines_due,
-               r.deadlines_due - r.deadlines_on_time - r.deadlines_late AS deadlines_missed,
-               r.deadlines_late,
-               CASE WHEN r.deadlines_due > 0 THEN r.deadlines_on_time / r.deadlines_due END
-                   AS on_time_share,
-               coalesce(dr.due_recent, 0)::DOUBLE AS deadlines_due_28d,
-               coalesce(dr.missed_recent, 0)::DOUBLE AS deadlines_missed_28d,
-               CASE WHEN r.score_n_all > 0 THEN r.score_sum_all / r.score_n_all END AS score_mean,
-               r.score_last,
-               CASE WHEN r.score_n_recent > 0 AND r.score_n_all > r.score_n_recent
-                    THEN r.score_sum_recent / r.score_n_recent
-                         - (r.score_sum_all - r.score_sum_recent)
-                           / (r.score_n_all - r.score_n_recent) END AS score_trend,
-               CASE WHEN cf.first_questions < r.k THEN r.questions_sup END AS questions_{s_days}d,
-               CASE WHEN cf.first_support_tickets < r.k THEN r.tickets_sup END
-                   AS support_tickets_{s_days}d,
-               r.feedback_last,
-               (t.t_s - a.start_s) / {DAY_SECONDS} AS days_since_start,
-               (t.t_s - a.start_s) / nullif(a.end_s - a.start_s, 0) AS course_elapsed_share,
-               (t.t_s - e.enrolled_s) / {DAY_SECONDS} AS days_since_enrolment,
-               (a.end_s - a.start_s) / {DAY_SECONDS} AS course_length_days,
-               percent_rank() OVER (PARTITION BY e.course_id, r.k ORDER BY r.events_{first_w}d)
-                   AS events_{first_w}d_pct_in_run,
-               percent_rank() OVER (PARTITION BY e.course_id, r.k ORDER BY r.submissions_{first_w}d)
-                   AS submissions_{first_w}d_pct_in_run
-               {attr_sel}
-        FROM rolled r
-        JOIN enr e USING (eid)
-        JOIN anchors a USING (course_id)
-        JOIN course_first cf USING (course_id)
-        CROSS JOIN LATERAL (SELECT a.anchor_s + r.k * {step_s} AS t_s) t
-        LEFT JOIN due_recent dr ON dr.eid = r.eid AND dr.k = r.k
-        WHERE r.k BETWEEN a.k_first AND a.k_last
-          AND e.enrolled_s <= t.t_s
-          AND (e.unenrolled_s IS NULL OR e.unenrolled_s >= t.t_s)
-        """
+    by = [f"k{i}" for i in range(len(keys))]
+    rank = frame.groupby(by, sort=False)["v"].rank(method="min").to_numpy()
+    size = frame.groupby(by, sort=False)["v"].transform("size").to_numpy()
+    return np.where(size > 1, (rank - 1) / np.maximum(size - 1, 1), 0.0)
+
+
+def _snapshot_rows(
+    g: dict[str, np.ndarray],
+    feats: dict[str, np.ndarray],
+    enr: pd.DataFrame,
+    course_first: pd.DataFrame,
+    plan: Plan,
+    config: Config,
+    attrs: list[str],
+    data_end_s: float,
+) -> pd.DataFrame:
+    """Keep grid rows that are snapshots of an enrollment in the population; name the features."""
+    info = enr.loc[g["eid"]].reset_index(drop=True)
+    k = g["bin"].astype(np.int64)
+    t_s = info["anchor_s"].to_numpy() + k * plan.step_s
+    enrolled, unenrolled = info["enrolled_s"].to_numpy(), info["unenrolled_s"].to_numpy()
+    keep = (
+        (k >= info["k_first"].to_numpy())
+        & (k <= info["k_last"].to_numpy())
+        & (enrolled <= t_s)
+        & ~(unenrolled < t_s)  # NaN (never unenrolled) stays in
+    )
+    idx = np.flatnonzero(keep)
+    info, k, t_s = info.iloc[idx].reset_index(drop=True), k[idx], t_s[idx]
+    f = {name: values[idx] for name, values in feats.items()}
+    first = course_first.reindex(info["course_id"]).reset_index(drop=True)
+
+    def known(stem: str) -> np.ndarray:
+        """Has this course run seen this event type before t? If not, the feature is unknown."""
+        return first[f"first_{stem}"].to_numpy(dtype=float) < k
+
+    horizon_s = config.snapshots.horizon_days * DAY_SECONDS
+    unenrolled = info["unenrolled_s"].to_numpy()
+    dropped = (unenrolled >= t_s) & (unenrolled < t_s + horizon_s)
+    if config.snapshots.inactivity_is_dropout:
+        dropped |= f["events_future"] == 0
+    label = np.where(t_s + horizon_s > data_end_s, np.nan, dropped.astype(float))
+
+    cols: dict[str, object] = {
+        "student_id": info["student_id"],
+        "course_id": info["course_id"],
+        "as_of": pd.to_datetime(t_s, unit="s", utc=True),
+        "curator_id": info["curator_id"],
+        "mentor_id": info["mentor_id"],
+        "course_start": pd.to_datetime(info["start_s"], unit="s", utc=True),
+        "course_end": pd.to_datetime(info["end_s"], unit="s", utc=True),
+        "enrolled_at": pd.to_datetime(info["enrolled_s"], unit="s", utc=True),
+        LABEL_COLUMN: label,
+        "days_since_last_activity": (t_s - f["last_s"]) / DAY_SECONDS,
+        "days_since_last_submission": (t_s - f["last_submit_s"]) / DAY_SECONDS,
+        "days_since_last_login": np.where(
+            known("logins"), (t_s - f["last_login_s"]) / DAY_SECONDS, np.nan
+        ),
+    }
+    for name in feature_names(config.features):
+        if name in cols or name not in f:
+            continue
+        stem = next((s for s in WINDOWED_STEMS if name.startswith(f"{s}_")), None)
+        cols[name] = np.where(known(stem), f[name], np.nan) if stem else f[name]
+    s_days = config.features.support_window_days
+    cols[f"questions_{s_days}d"] = np.where(known("questions"), f["questions_sup"], np.nan)
+    cols[f"support_tickets_{s_days}d"] = np.where(
+        known("support_tickets"), f["tickets_sup"], np.nan
+    )
+    start, end = info["start_s"].to_numpy(), info["end_s"].to_numpy()
+    cols["days_since_start"] = (t_s - start) / DAY_SECONDS
+    cols["course_elapsed_share"] = _divide(t_s - start, end - start)
+    cols["days_since_enrolment"] = (t_s - info["enrolled_s"].to_numpy()) / DAY_SECONDS
+    cols["course_length_days"] = (end - start) / DAY_SECONDS
+    frame = pd.DataFrame(cols)
+    last_w = config.features.windows_days[-1]
+    group = [frame["course_id"], pd.Series(k)]
+    for stem in ("events", "submissions"):
+        counts = pd.Series(f[f"{stem}_{last_w}d"])  # raw counts: rank even where type unknown
+        frame[f"{stem}_{last_w}d_pct_in_run"] = _percent_rank(counts, group)
+    for a in attrs:
+        frame[a] = info[a].to_numpy()
+    return frame
 
 
 def data_end(con: duckdb.DuckDBPyConnection) -> float:
@@ -489,19 +571,45 @@ def data_end(con: duckdb.DuckDBPyConnection) -> float:
     return float(end_s)
 
 
-def feature_query(
+def _course_chunks(enr: pd.DataFrame, grid_rows: pd.Series, max_rows: int) -> list[tuple[int, int]]:
+    """Consecutive eid ranges made of whole course runs, about max_rows grid rows each.
+
+    Whole course runs keep the within-run percentiles exact; bounded chunks keep memory flat.
+    """
+    per_course = (
+        pd.DataFrame({"course_id": enr["course_id"], "rows": grid_rows, "eid": enr.index})
+        .groupby("course_id", sort=False)
+        .agg(lo=("eid", "min"), hi=("eid", "max"), rows=("rows", "sum"))
+        .sort_values("lo")
+    )
+    chunks: list[tuple[int, int]] = []
+    lo, rows = None, 0
+    for course in per_course.itertuples():
+        if lo is None:
+            lo = course.lo
+        rows += course.rows
+        if rows >= max_rows:
+            chunks.append((lo, course.hi))
+            lo, rows = None, 0
+    if lo is not None:
+        chunks.append((lo, int(per_course["hi"].iloc[-1])))
+    return chunks
+
+
+def iter_feature_chunks(
     con: duckdb.DuckDBPyConnection,
     config: Config,
     as_of: datetime | None = None,
     progress: Progress | None = None,
-) -> str:
-    """Prepare the intermediate tables on `con` and return the SQL of the snapshot frame."""
+) -> Iterator[pd.DataFrame]:
+    """Prepare the rollups on `con`; yield the snapshot frame in chunks of whole course runs."""
     say = progress or (lambda _msg: None)
     plan = Plan.from_config(config)
     for table in ("courses", "enrollments", "events", "assignments"):
-        if not con.execute(
+        (present,) = con.execute(
             "SELECT count(*) FROM duckdb_views() WHERE view_name = ?", [f"raw_{table}"]
-        ).fetchall()[0][0]:
+        ).fetchall()[0]
+        if not present:
             raise SourceError(f"table {table!r} is missing from the source", table=table)
     try:
         end_s = data_end(con)
@@ -510,8 +618,32 @@ def feature_query(
         _rollups(con, plan, say)
         say("deadlines")
         _deadlines(con, plan)
-        say("windows")
-        return _grid_and_features(con, config, plan, attrs, end_s)
+        say("grid")
+        _grid_tables(con, plan)
+        attr_sql = "".join(f", e.{_q(a)}" for a in attrs)
+        enr = (
+            con.execute(
+                f"""
+                SELECT e.eid, e.student_id, e.course_id, e.enrolled_s, e.unenrolled_s,
+                       e.curator_id, e.mentor_id, a.anchor_s, a.start_s, a.end_s,
+                       a.k_first, a.k_last{attr_sql}
+                FROM enr e JOIN anchors a USING (course_id) ORDER BY e.eid
+                """
+            )
+            .df()
+            .set_index("eid")
+        )
+        course_first = con.execute("SELECT * FROM course_first").df().set_index("course_id")
+        grid_rows = enr["k_last"] - enr["k_first"] + plan.lookback_bins + 2 + plan.horizon_bins
+        chunks = _course_chunks(enr, grid_rows, config.features.chunk_grid_rows)
+        for i, (lo, hi) in enumerate(chunks, start=1):
+            say(f"features {i}/{len(chunks)}")
+            grid = _fetch_grid(con, lo, hi)
+            if not len(grid["eid"]):
+                continue
+            feats = _window_features(grid, plan, config)
+            frame = _snapshot_rows(grid, feats, enr, course_first, plan, config, attrs, end_s)
+            yield _finish_frame(frame, config)
     except duckdb.Error as exc:
         raise FeatureError(
             f"cannot build features: {exc}. Run `notalone validate --source DIR` for details."
@@ -526,19 +658,23 @@ def _finish_frame(frame: pd.DataFrame, config: Config) -> pd.DataFrame:
         frame[col] = frame[col].astype("str").where(frame[col].notna(), None)
     for col in names + [LABEL_COLUMN]:
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
-    for col in ("as_of", *META_COLUMNS[2:]):
-        frame[col] = pd.to_datetime(frame[col], utc=True)
     for col in attrs:
         if pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col]):
             frame[col] = frame[col].astype("float64")
         else:
             frame[col] = frame[col].astype("str").where(frame[col].notna(), None).astype("category")
     ordered = [*KEY_COLUMNS, *META_COLUMNS, LABEL_COLUMN, *names, *sorted(attrs)]
-    return (
-        frame[ordered]
-        .sort_values(["as_of", "course_id", "student_id"], kind="stable")
-        .reset_index(drop=True)
-    )
+    return frame[ordered]
+
+
+def _empty_frame(config: Config) -> pd.DataFrame:
+    utc = "datetime64[us, UTC]"
+    cols = {c: pd.Series(dtype="str") for c in ("student_id", "course_id")}
+    cols["as_of"] = pd.Series(dtype=utc)
+    cols |= {"curator_id": pd.Series(dtype="str"), "mentor_id": pd.Series(dtype="str")}
+    cols |= {c: pd.Series(dtype=utc) for c in META_COLUMNS[2:]}
+    cols |= {c: pd.Series(dtype="float64") for c in [LABEL_COLUMN, *feature_names(config.features)]}
+    return pd.DataFrame(cols)
 
 
 def open_source(source: str | Path, config: Config, temp_dir: Path | None = None):
@@ -554,6 +690,12 @@ def open_source(source: str | Path, config: Config, temp_dir: Path | None = None
     return con
 
 
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(["as_of", "course_id", "student_id"], kind="stable").reset_index(
+        drop=True
+    )
+
+
 def build_feature_frame(
     source: str | Path,
     config: Config,
@@ -564,13 +706,16 @@ def build_feature_frame(
     """All weekly snapshots with labels (`as_of=None`) or one snapshot at `as_of`, as pandas."""
     con = open_source(source, config, temp_dir)
     try:
-        sql = feature_query(con, config, as_of, progress)
-        if progress:
-            progress("features")
-        frame = con.execute(sql).df()
+        chunks = list(iter_feature_chunks(con, config, as_of, progress))
     finally:
         con.close()
-    return _finish_frame(frame, config)
+    if not chunks:
+        return _empty_frame(config)
+    frame = chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+    for col in frame.columns:
+        if col.startswith(ATTR_PREFIX) and frame[col].dtype == object:
+            frame[col] = frame[col].astype("category")
+    return _sorted(frame)
 
 
 def write_feature_file(
@@ -581,23 +726,38 @@ def write_feature_file(
     progress: Progress | None = None,
     temp_dir: Path | None = None,
 ) -> int:
-    """Stream the snapshot frame straight to Parquet (no pandas copy); returns the row count."""
+    """Write the snapshot frame to Parquet chunk by chunk (bounded memory); returns the row count.
+
+    The file appears atomically: it is written beside `out` and renamed into place at the end.
+    """
     out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    rows = 0
+    writer: pq.ParquetWriter | None = None
     con = open_source(source, config, temp_dir)
     try:
-        sql = feature_query(con, config, as_of, progress)
-        if progress:
-            progress("writing")
-        tmp = out.with_name(f".{out.name}.tmp")
-        path = str(tmp).replace("'", "''")
-        con.execute(
-            f"COPY ({sql} ORDER BY as_of, course_id, student_id) TO '{path}' (FORMAT parquet)"
-        )
-        (rows,) = con.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchall()[0]
+        for chunk in iter_feature_chunks(con, config, as_of, progress):
+            table = pa.Table.from_pandas(_sorted(chunk), preserve_index=False)
+            if writer is None:
+                schema = table.schema
+                writer = pq.ParquetWriter(tmp, schema)
+            # Category dictionaries differ between chunks; cast to the first chunk's schema.
+            writer.write_table(table.cast(schema) if table.schema != schema else table)
+            rows += table.num_rows
+        if writer is None:
+            _empty_frame(config).to_parquet(tmp, index=False)
+        else:
+            writer.close()
+            writer = None
         tmp.replace(out)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
     finally:
         con.close()
-    return int(rows)
+    return rows
 
 
 def label_rate(frame: pd.DataFrame) -> float:
