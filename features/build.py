@@ -392,9 +392,14 @@ class _Windows:
         self.start = np.repeat(starts, ends - starts)
         self.end = np.repeat(ends, ends - starts)
         self.group = np.cumsum(new_group)
+        self._cums: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _cum(self, x: np.ndarray) -> np.ndarray:
-        return np.concatenate(([0.0], np.cumsum(x)))
+        # The same column feeds several windows: compute its running sum once.
+        key = id(x)
+        if key not in self._cums:
+            self._cums[key] = (x, np.concatenate(([0.0], np.cumsum(x))))
+        return self._cums[key][1]
 
     def before(self, x: np.ndarray, n: int | None = None) -> np.ndarray:
         """Sum of x over the n rows before each row (all earlier rows when n is None)."""
@@ -488,18 +493,25 @@ def _snapshot_rows(
     data_end_s: float,
 ) -> pd.DataFrame:
     """Keep grid rows that are snapshots of an enrollment in the population; name the features."""
-    info = enr.loc[g["eid"]].reset_index(drop=True)
+    # Decide which grid rows are snapshots on plain arrays first; gather the wide, string-heavy
+    # enrollment columns only for the rows kept (far fewer than grid rows).
+    pos = enr.index.get_indexer(g["eid"])
     k = g["bin"].astype(np.int64)
-    t_s = info["anchor_s"].to_numpy() + k * plan.step_s
-    enrolled, unenrolled = info["enrolled_s"].to_numpy(), info["unenrolled_s"].to_numpy()
+
+    def per_row(col: str) -> np.ndarray:
+        return enr[col].to_numpy(dtype=float)[pos]
+
+    t_s = per_row("anchor_s") + k * plan.step_s
+    unenrolled = per_row("unenrolled_s")
     keep = (
-        (k >= info["k_first"].to_numpy())
-        & (k <= info["k_last"].to_numpy())
-        & (enrolled <= t_s)
+        (k >= per_row("k_first"))
+        & (k <= per_row("k_last"))
+        & (per_row("enrolled_s") <= t_s)
         & ~(unenrolled < t_s)  # NaN (never unenrolled) stays in
     )
     idx = np.flatnonzero(keep)
-    info, k, t_s = info.iloc[idx].reset_index(drop=True), k[idx], t_s[idx]
+    info = enr.take(pos[idx]).reset_index(drop=True)
+    k, t_s = k[idx], t_s[idx]
     f = {name: values[idx] for name, values in feats.items()}
     first = course_first.reindex(info["course_id"]).reset_index(drop=True)
 
