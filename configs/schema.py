@@ -130,6 +130,7 @@ class GeneratorConfig(Section):
     # weekly dropout hazard (logit terms)
     hazard_base: float = -4.5
     hazard_disengagement: float = 1.0
+    disengagement_threshold: float = 0.8
     hazard_missed: float = 1.5
     hazard_tech: float = 1.2
     hazard_score: float = 0.4
@@ -213,7 +214,6 @@ class ValidationConfig(Section):
     example_value_chars: int = 80
     duckdb_memory_limit: str = "3GB"
     duckdb_threads: int | None = None
-    chunk_grid_rows: int = 3_000_000
 
 
 class SnapshotConfig(Section):

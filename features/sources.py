@@ -150,3 +150,24 @@ def write_table(folder: str | Path, name: str, frame: pd.DataFrame) -> Path:
     path = Path(folder) / f"{name}.parquet"
     frame.to_parquet(path, index=False)
     return path
+
+
+# --- Added for the contract check (features/validate.py): CSV layout diagnostics. -------------
+# DuckDB's CSV sniffer copes with a ragged file by skipping lines or falling back to one column,
+# so a stray delimiter can surface as "all columns missing". These let validation tell the user
+# which lines are ragged instead.
+
+
+def csv_header_line(table: TableFile) -> str:
+    """The first line of a CSV table as text (undecodable bytes replaced), for diagnostics."""
+    with open(table.path, encoding="utf-8-sig", errors="replace") as fh:
+        return fh.readline().rstrip("\r\n")
+
+
+def csv_lines_sql(table: TableFile) -> str:
+    """A DuckDB table expression with one VARCHAR column `line` per raw line of a CSV table."""
+    p = str(table.path).replace("'", "''")
+    return (
+        f"read_csv('{p}', header = false, auto_detect = false, columns = {{'line': 'VARCHAR'}}, "
+        f"delim = '{chr(1)}', quote = '', escape = '')"
+    )
