@@ -64,3 +64,19 @@ def test_oulad_snapshots_cover_every_run_without_final_result(oulad_tables, tmp_
     assert not [c for c in frame.columns if "final_result" in c]
     rate = frame.label.mean()
     assert 0.005 < rate < 0.1, f"weekly 28-day dropout label rate {rate:.3f} looks wrong"
+
+
+@pytest.fixture(scope="module")
+def synthetic_tables(tmp_path_factory):
+    from features.sources import read_table
+    from features.synthetic import write_school
+
+    folder = tmp_path_factory.mktemp("school")
+    write_school(folder, students=400, seed=3, config=CONFIG.generator)
+    names = ("courses", "enrollments", "assignments", "events")
+    return {name: read_table(folder, name) for name in names}
+
+
+def test_synthetic_school_features_ignore_rows_at_or_after_t(synthetic_tables, tmp_path):
+    for i, when in enumerate(random_times(synthetic_tables, 3, seed=7)):
+        assert_point_in_time(build_feature_frame, synthetic_tables, tmp_path / str(i), when)
