@@ -37,12 +37,12 @@ DEFAULT_AGE_HAZARD: dict[str, float] = {"18-24": 0.15, "25-34": 0.0, "35-44": -0
 DEFAULT_REGION_SHARES: dict[str, float] = {"capital": 0.3, "city": 0.4, "town": 0.2, "rural": 0.1}
 DEFAULT_REGION_TECH: dict[str, float] = {"capital": 0.8, "city": 1.0, "town": 1.2, "rural": 1.8}
 DEFAULT_WEEKLY_EVENT_MEANS: dict[str, float] = {
-    "login": 4.0,
-    "lesson_view": 9.0,
-    "lesson_complete": 4.0,
-    "quiz_attempt": 2.0,
-    "activity": 5.0,
-    "question": 0.4,
+    "login": 7.0,
+    "lesson_view": 16.0,
+    "lesson_complete": 7.0,
+    "quiz_attempt": 3.5,
+    "activity": 9.0,
+    "question": 0.7,
 }
 
 
@@ -53,7 +53,7 @@ class GeneratorConfig(Section):
     """
 
     # calendar
-    first_start: str = "2025-09-01"
+    first_start: date = date(2025, 9, 1)
     n_course_runs: int = Field(8, ge=1)
     course_weeks_min: int = Field(8, ge=1)
     course_weeks_max: int = Field(26, ge=1)
@@ -80,23 +80,21 @@ class GeneratorConfig(Section):
     age_band_shares: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_AGE_SHARES))
     age_band_hazard: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_AGE_HAZARD))
     region_shares: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_REGION_SHARES))
-    region_tech_factor: dict[str, float] = Field(
-        default_factory=lambda: dict(DEFAULT_REGION_TECH)
-    )
+    region_tech_factor: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_REGION_TECH))
     prior_courses_mean: float = Field(0.7, ge=0)
     prior_courses_max: int = Field(5, ge=0)
     prior_course_hazard: float = -0.1
     # latent engagement: AR(1) around the starting level plus a student-specific drift
     engagement_start_mean: float = 1.2
-    engagement_start_sd: float = Field(0.7, ge=0)
-    engagement_drift_mean: float = -0.04
+    engagement_start_sd: float = Field(0.9, ge=0)
+    engagement_drift_mean: float = -0.06
     engagement_drift_sd: float = Field(0.08, ge=0)
     engagement_reversion: float = Field(0.1, ge=0, le=1)
-    engagement_noise_sd: float = Field(0.3, ge=0)
-    shock_prob: float = Field(0.015, ge=0, le=1)
+    engagement_noise_sd: float = Field(0.2, ge=0)
+    shock_prob: float = Field(0.01, ge=0, le=1)
     shock_size_min: float = Field(1.0, ge=0)
     shock_size_max: float = Field(2.5, ge=0)
-    activity_level_sd: float = Field(0.5, ge=0)
+    activity_level_sd: float = Field(0.35, ge=0)
     # weekly events of a fully engaged student (activity level 1)
     weekly_event_means: dict[
         Literal["login", "lesson_view", "lesson_complete", "quiz_attempt", "activity", "question"],
@@ -128,16 +126,19 @@ class GeneratorConfig(Section):
     tech_engagement_penalty: float = Field(0.3, ge=0)
     tickets_per_problem_week: float = Field(1.0, ge=0)
     # weekly dropout hazard (logit terms)
-    hazard_base: float = -4.5
-    hazard_disengagement: float = 1.0
-    disengagement_threshold: float = 0.8
-    hazard_missed: float = 1.5
-    hazard_tech: float = 1.2
+    hazard_base: float = -5.5
+    hazard_disengagement: float = 3.0
+    disengagement_threshold: float = 0.5
+    hazard_missed: float = 2.0
+    hazard_tech: float = 1.5
     hazard_score: float = 0.4
-    hazard_early: float = 1.0
+    hazard_early: float = 0.5
     hazard_early_weeks: float = Field(2.0, gt=0)
     hazard_run_sd: float = Field(0.2, ge=0)
     tracker_decay: float = Field(0.6, ge=0, lt=1)
+    fade_share: float = Field(0.7, ge=0, le=1)
+    fade_weeks_mean: float = Field(2.0, ge=1)
+    fade_engagement_drop: float = Field(1.0, ge=0)
     # how a dropout shows: formal unenrolment (maybe after a lag) or silent quitting
     formal_share: float = Field(0.65, ge=0, le=1)
     unenrol_immediate_share: float = Field(0.5, ge=0, le=1)
@@ -154,6 +155,7 @@ class GeneratorConfig(Section):
     contact_engagement_boost: float = 0.3
     # output
     block_enrollments: int = Field(2000, ge=1)
+    threads: int = Field(2, ge=1)
     chunk_enrollments: int = Field(20_000, ge=1)
     parquet_compression: Literal["zstd", "snappy", "lz4", "none"] = "zstd"
 
@@ -306,13 +308,213 @@ class RegistryConfig(Section):
     compare_last: int = 10
 
 
+ConditionOp = Literal[">=", ">", "<=", "<", "==", "!=", "missing", "present"]
+VALUE_OPS = (">=", ">", "<=", "<", "==", "!=")
+
+
+class ScoringCondition(Section):
+    """One test on a student's row, for triggers and routing rules. Exactly one kind:
+
+    - `feature` + `op` (+ `value` for comparisons): the feature's value at T; a missing value
+      fails every comparison (use `op: missing` to test for it);
+    - `reason`: the reason group is among the student's top reasons from the model;
+    - `all_of` / `any_of`: a list of conditions, all / at least one of which hold.
+    """
+
+    feature: str | None = None
+    op: ConditionOp | None = None
+    value: float | None = None
+    reason: str | None = None
+    all_of: tuple[ScoringCondition, ...] | None = None
+    any_of: tuple[ScoringCondition, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScoringCondition:
+        kinds = [
+            self.feature is not None,
+            self.reason is not None,
+            self.all_of is not None,
+            self.any_of is not None,
+        ]
+        if sum(kinds) != 1:
+            raise ValueError("a condition has exactly one of: feature, reason, all_of, any_of")
+        if self.feature is not None:
+            if self.op is None:
+                raise ValueError(f"condition on {self.feature!r} needs an op")
+            if (self.op in VALUE_OPS) != (self.value is not None):
+                raise ValueError(
+                    f"condition on {self.feature!r}: op {self.op!r} "
+                    + ("needs a value" if self.op in VALUE_OPS else "takes no value")
+                )
+        elif self.op is not None or self.value is not None:
+            raise ValueError("op and value belong to a feature condition")
+        for group in (self.all_of, self.any_of):
+            if group is not None and not group:
+                raise ValueError("all_of / any_of needs at least one condition")
+        return self
+
+
+class RoutingRule(Section):
+    """When `when` holds, the student goes to support `tier` with first `action`."""
+
+    name: str
+    when: ScoringCondition
+    tier: str
+    action: str
+
+
+class TriggerRule(RoutingRule):
+    """A rule from the school's playbook: fires whatever the model says and always lists the
+    student (within capacity). Its own reason shows `feature`'s value through the trigger's
+    template; it stands in for the model's reason group `reason_group` (no duplicate reason)."""
+
+    feature: str
+    reason_group: str | None = None
+
+
+def _cond(feature: str, op: str, value: float | None = None) -> ScoringCondition:
+    return ScoringCondition(feature=feature, op=op, value=value)
+
+
+DEFAULT_TRIGGERS: tuple[TriggerRule, ...] = (
+    TriggerRule(
+        name="stopped_submitting",
+        feature="days_since_last_submission",
+        reason_group="submissions",
+        tier="curator",
+        action="write_first",
+        when=ScoringCondition(
+            any_of=(
+                _cond("days_since_last_submission", ">=", 14),
+                ScoringCondition(
+                    all_of=(
+                        _cond("days_since_last_submission", "missing"),
+                        _cond("deadlines_due", ">=", 1),
+                        _cond("days_since_enrolment", ">=", 14),
+                    )
+                ),
+            )
+        ),
+    ),
+    TriggerRule(
+        name="many_questions",
+        feature="questions_14d",
+        reason_group="questions",
+        tier="mentor",
+        action="offer_consultation",
+        when=_cond("questions_14d", ">=", 5),
+    ),
+)
+
+DEFAULT_ROUTING_RULES: tuple[RoutingRule, ...] = (
+    RoutingRule(
+        name="technical_problem",
+        tier="technical_support",
+        action="fix_technical_problem",
+        when=ScoringCondition(
+            any_of=(
+                ScoringCondition(reason="technical"),
+                _cond("support_tickets_14d", ">=", 2),
+                ScoringCondition(
+                    all_of=(_cond("logins_7d", ">=", 3), _cond("lesson_views_7d", "==", 0))
+                ),
+            )
+        ),
+    ),
+    RoutingRule(
+        name="mentor_consultation",
+        tier="mentor",
+        action="offer_consultation",
+        when=ScoringCondition(
+            all_of=(
+                _cond("course_length_days", ">=", 112),
+                ScoringCondition(
+                    any_of=(
+                        ScoringCondition(reason="questions"),
+                        ScoringCondition(reason="scores"),
+                        ScoringCondition(reason="falling_scores"),
+                        _cond("score_trend", "<=", -10),
+                    )
+                ),
+            )
+        ),
+    ),
+    RoutingRule(
+        name="missed_deadlines",
+        tier="curator",
+        action="plan_deadlines",
+        when=ScoringCondition(reason="deadlines"),
+    ),
+)
+
+DEFAULT_REASON_GROUPS: dict[str, tuple[str, ...]] = {
+    "inactivity": ("days_since_last_activity", "days_since_last_login"),
+    "activity": ("events_*d", "active_days_*d", "logins_*d", "events_total", "events_*_pct_in_run"),
+    "study": ("lesson_views_*d", "lesson_completions_*d", "quiz_attempts_*d"),
+    "activity_drop": ("events_change_7d", "events_slope_28d"),
+    "submissions": ("days_since_last_submission", "submissions_*d", "submissions_*_pct_in_run"),
+    "deadlines": ("deadlines_*", "on_time_share"),
+    "scores": ("score_mean", "score_last"),
+    "falling_scores": ("score_trend",),
+    "questions": ("questions_*d",),
+    "technical": ("support_tickets_*d",),
+    "feedback": ("feedback_last",),
+    "course_stage": (
+        "days_since_start",
+        "course_elapsed_share",
+        "days_since_enrolment",
+        "course_length_days",
+    ),
+}
+
+
 class ScoringConfig(Section):
-    capacity: int = 15
-    cooldown_days: int = 14
-    risk_jump: float = 0.15
+    """The weekly scorer (`notalone score`): capacity, cooldown, reasons, triggers and routing.
+
+    `triggers` and `rules` refer to feature names of the feature frame and to reason groups (keys
+    of `reason_groups`); tiers and actions are keys of the message files
+    (configs/messages/<language>.yaml), which hold their labels and first messages.
+    """
+
+    capacity: int = Field(15, ge=0)
+    curator_capacity: dict[str, int] = Field(default_factory=dict)
+    cooldown_days: int = Field(14, ge=0)
+    risk_jump: float = Field(0.15, ge=0)
+    cooldown_applies_to_triggers: bool = True
     language: Literal["en", "ru"] = "en"
-    reasons_per_student: int = 3
-    rules: dict[str, Any] = Field(default_factory=dict)
+    reasons_per_student: int = Field(3, ge=1)
+    min_reason_contribution: float = 0.0
+    reason_groups: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: dict(DEFAULT_REASON_GROUPS)
+    )
+    skip_reason_prefixes: tuple[str, ...] = ("attr_",)
+    explain: Literal["listed", "all"] = "listed"
+    triggers: tuple[TriggerRule, ...] = DEFAULT_TRIGGERS
+    rules: tuple[RoutingRule, ...] = DEFAULT_ROUTING_RULES
+    default_tier: str = "curator"
+    default_action: str = "write_first"
+    risk_decimals: int = Field(3, ge=1, le=6)
+    csv_encoding: str = "utf-8-sig"
+    report_high_risk: float = Field(0.3, gt=0, lt=1)
+    report_trend_weeks: int = Field(8, ge=1)
+    report_histogram_bins: int = Field(20, ge=2)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScoringConfig:
+        names = [t.name for t in self.triggers] + [r.name for r in self.rules]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"trigger/rule names must be unique: {', '.join(duplicates)}")
+        unknown = [
+            t.reason_group
+            for t in self.triggers
+            if t.reason_group is not None and t.reason_group not in self.reason_groups
+        ]
+        if unknown:
+            raise ValueError(f"trigger reason_group not in reason_groups: {', '.join(unknown)}")
+        if any(v < 0 for v in self.curator_capacity.values()):
+            raise ValueError("curator_capacity values must be >= 0")
+        return self
 
 
 class DriftConfig(Section):
