@@ -46,8 +46,9 @@ bench: bench-features bench-train bench-score
 serve: install
 	$(RUN) notalone serve --start-server
 
+UI ?= mlflow
 ui: install
-	$(RUN) notalone ui
+	$(RUN) notalone ui $(UI)
 
 clean:
 	rm -rf .notalone .venv

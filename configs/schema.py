@@ -280,6 +280,8 @@ class ModelConfig(Section):
     calibration_folds: int = Field(5, ge=2)
     calibration_select_by: Literal["brier", "log_loss"] = "brier"
     prob_clip: float = Field(1e-6, gt=0, lt=0.5)
+    tie_break: float = Field(1e-6, ge=0, lt=1e-3)
+    refit_on_validation: bool = True
     logistic: LogisticConfig = LogisticConfig()
 
 

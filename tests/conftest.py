@@ -24,3 +24,51 @@ def oulad_dir() -> Path:
     if not (OULAD_DIR / "studentInfo.csv").is_file():
         pytest.skip(f"OULAD data not found at {OULAD_DIR} (shared/data is absent on this machine)")
     return OULAD_DIR
+
+
+# --- Prefect and a trained school: flow, demo and schedule tests (issue 6) ---------------------
+
+FLOW_TEST_STUDENTS = 400
+FLOW_TEST_SEED = 11
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """One temporary Prefect server and database for every flow test of the session."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect_home")))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def demo_workspace(tmp_path_factory, prefect_harness):
+    """`notalone demo` run once on a small school in a fresh workspace: generated, trained by
+    the train flow, scored by the score flow. Returns (home, config, summary of the run).
+
+    Tests point NOTALONE_HOME at `home` to use its school (summary["source"]) and champion.
+    """
+    from configs import load_config
+    from pipelines.demo import run_demo
+
+    home = tmp_path_factory.mktemp("demo_home")
+    config = load_config(
+        overrides={"demo": {"students": FLOW_TEST_STUDENTS, "seed": FLOW_TEST_SEED}}
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NOTALONE_HOME", str(home))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        summary = run_demo(students=None, config=config)
+    return home, config, summary
+
+
+@pytest.fixture(scope="session")
+def trained_school(demo_workspace):
+    """(home, source, train result) of the demo workspace: a school and a champion trained on it."""
+    home, _, summary = demo_workspace
+    return home, Path(summary["source"]), summary["train"]

@@ -1,0 +1,747 @@
+"""Benchmark of feature building (`make bench-features`), issue 3 item 6.
+
+On synthetic schools of about 1M, 10M and 50M events it measures, each step in its own process
+(wall time, peak RSS of the process tree):
+
+(a) the floor: one DuckDB scan of the events table aggregating every column the features read,
+    with the builder's DuckDB settings (threads, memory limit from config.features);
+(b) `notalone features --source DIR --all --out F.parquet`, end to end;
+(c) the straightforward pandas implementation (benchmarks/pandas_features.py): load the events,
+    filter `ts < t` and group by enrolment for every weekly snapshot. Past a time budget it stops
+    and extrapolates its snapshot loop from the snapshots it did (in random order, every course
+    run sampled), and says so.
+
+It prints the ratios (b)/(a) and (c)/(b), checks that (b) and (c) agree on a random sample of
+rows, and writes the table to the "## Features" section of docs/performance.md (other sections of
+that file are kept). Synthetic schools are generated once into benchmarks/.data/ (git-ignored)
+and reused. Quick run: `python benchmarks/bench_features.py --sizes 200k --skip-pandas`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _measure import (
+    GIB,
+    Measurement,
+    fmt_bytes,
+    fmt_seconds,
+    machine,
+    run_measured,
+    run_python_step,
+    write_result,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "benchmarks" / ".data"
+DOC = REPO / "docs" / "performance.md"
+SECTION = "## Features"
+KEYS = ["student_id", "course_id", "as_of"]
+
+# Targets from issue 3.
+TARGET_B_OVER_A = 5.0
+TARGET_C_OVER_B = 10.0
+TARGET_B_MEMORY_AT_50M = 4 * 10**9
+BIG_SIZE = 50_000_000  # the size the memory target applies to
+
+PILOT_STUDENTS = 1000  # school generated once to learn events per student
+FLOAT_TOLERANCE = 1e-6  # relative and absolute, for the agreement check
+
+FLOOR_SQL = """
+SELECT event_type, count(*) AS n, max(student_id) AS s, max(course_id) AS c, max(ts) AS ts,
+       sum(value) AS v, max(item_id) AS i
+FROM raw_events GROUP BY event_type
+"""
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kKmM]?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"size {text!r} is not like 200k, 1M or 50M")
+    scale = {"": 1, "k": 10**3, "m": 10**6}[m.group(2).lower()]
+    return int(float(m.group(1)) * scale)
+
+
+def size_label(n: int) -> str:
+    return f"{n / 1e6:g}M" if n >= 10**6 else f"{n / 1e3:g}k"
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+def notalone_exe() -> str:
+    exe = Path(sys.executable).parent / "notalone"
+    return str(exe) if exe.exists() else "notalone"
+
+
+def bench_env() -> dict[str, str]:
+    """Children run in their own workspace under benchmarks/.data, never the user's."""
+    env = dict(os.environ)
+    env["NOTALONE_HOME"] = str(DATA / "home")
+    return env
+
+
+def school_dir(students: int, seed: int) -> Path:
+    return DATA / f"school-n{students}-seed{seed}"
+
+
+def ensure_school(students: int, seed: int) -> Path:
+    """Generate the synthetic school once; reuse it when it is already there."""
+    folder = school_dir(students, seed)
+    if (folder / "school.json").is_file():
+        return folder
+    DATA.mkdir(parents=True, exist_ok=True)
+    print(f"  generating {students:,} students (seed {seed}) into {folder} ...", flush=True)
+    started = time.perf_counter()
+    subprocess.run(
+        [notalone_exe(), "generate", "--students", str(students), "--out", str(folder)]
+        + ["--seed", str(seed)],
+        check=True,
+        env=bench_env(),
+        cwd=REPO,
+    )
+    print(f"  generated in {fmt_seconds(time.perf_counter() - started)}", flush=True)
+    return folder
+
+
+def count_rows(folder: Path) -> dict[str, int]:
+    from features.sources import connect, register_views
+
+    con = connect()
+    try:
+        register_views(con, folder)
+        return {
+            name: con.execute(f"SELECT count(*) FROM raw_{name}").fetchall()[0][0]
+            for name in ("events", "enrollments")
+        }
+    finally:
+        con.close()
+
+
+def students_for(target_events: int, seed: int) -> int:
+    """Students needed for about `target_events` events, from a pilot school's rate."""
+    pilot = ensure_school(PILOT_STUDENTS, seed)
+    per_student = count_rows(pilot)["events"] / PILOT_STUDENTS
+    return max(1, round(target_events / per_student))
+
+
+# -------------------------------------------------------------------------------- child steps
+
+
+def child_floor(source: Path, result: Path) -> None:
+    """(a): one scan of the events aggregating every column the features read."""
+    from configs import load_config
+    from features.sources import connect, register_views
+
+    config = load_config()
+    con = connect(config.features.duckdb_memory_limit, config.features.duckdb_threads)
+    register_views(con, source)
+    started = time.perf_counter()
+    rows = con.execute(FLOOR_SQL).fetchall()
+    scan_s = time.perf_counter() - started
+    (threads,) = con.execute("SELECT current_setting('threads')").fetchall()[0]
+    (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchall()[0]
+    con.close()
+    events = int(sum(r[1] for r in rows))
+    write_result(
+        result, {"scan_s": scan_s, "events": events, "threads": threads, "memory_limit": limit}
+    )
+
+
+def child_profile(source: Path, out: Path, result: Path) -> None:
+    """(b) in process with the builder's progress callback: seconds per reported stage."""
+    from configs import load_config
+    from features.build import write_feature_file
+
+    config = load_config()
+    marks: list[tuple[str, float]] = []
+    started = time.perf_counter()
+
+    def progress(stage: str) -> None:
+        marks.append((stage, time.perf_counter()))
+
+    rows = write_feature_file(source, out, config, progress=progress, temp_dir=DATA / "tmp")
+    ended = time.perf_counter()
+    stages: dict[str, float] = {"(open, data end)": marks[0][1] - started if marks else 0.0}
+    for (stage, at), (_, nxt) in zip(marks, [*marks[1:], ("end", ended)], strict=True):
+        name = re.sub(r" \d+/\d+$", " (all chunks)", stage)
+        stages[name] = stages.get(name, 0.0) + nxt - at
+    write_result(result, {"rows": rows, "total_s": ended - started, "stages": stages})
+
+
+def interleaved_plan(snapshots: dict[str, list], seed: int) -> list[tuple[str, object]]:
+    """All (course, t) pairs, each course's in random order, courses taking turns."""
+    rng = random.Random(seed)
+    queues = []
+    for course, times in snapshots.items():
+        order = list(times)
+        rng.shuffle(order)
+        queues.append([(course, t) for t in order])
+    plan = []
+    while any(queues):
+        for q in queues:
+            if q:
+                plan.append(q.pop())
+    return plan
+
+
+def child_pandas(
+    source: Path, result: Path, sample_out: Path, budget_s: float, per_snapshot: int, seed: int
+) -> None:
+    """(c): the pandas implementation; stops past `budget_s` of snapshot work and extrapolates."""
+    import pandas_features as pf
+
+    from configs import load_config
+
+    config = load_config()
+    started = time.perf_counter()
+    tables = pf.read_source(source)
+    loaded = time.perf_counter()
+    prep = pf.prepare(tables, config)
+    del tables
+    prepared = time.perf_counter()
+    plan = interleaved_plan(prep.snapshots, seed)
+    course_s: dict[str, float] = {}
+    snap_s: dict[str, list[float]] = {}
+    snapshot_rows: list[tuple[str, str, int]] = []
+    kept: list[pd.DataFrame] = []
+    rng = np.random.default_rng(seed)
+
+    def on_course(course: str, seconds: float) -> None:
+        course_s[course] = seconds
+
+    def on_snapshot(course: str, t: pd.Timestamp, seconds: float) -> None:
+        snap_s.setdefault(course, []).append(seconds)
+
+    loop_started, loop_cpu = time.perf_counter(), time.process_time()
+    frames = pf.iter_snapshot_frames(prep, config, plan, on_course, on_snapshot)
+    for (course, t), frame in zip(plan, frames, strict=False):
+        snapshot_rows.append((course, t.isoformat(), len(frame)))
+        take = rng.choice(len(frame), size=min(per_snapshot, len(frame)), replace=False)
+        kept.append(frame.iloc[np.sort(take)])
+        if time.perf_counter() - loop_started > budget_s:
+            break
+    loop_s = time.perf_counter() - loop_started
+    loop_cpu_s = time.process_time() - loop_cpu
+    pf.finish_frame(kept, config).to_parquet(sample_out, index=False)
+
+    # Extrapolate the loop: per course run, mean seconds per snapshot x its snapshots.
+    done = sum(len(v) for v in snap_s.values())
+    total = sum(len(v) for v in prep.snapshots.values())
+    all_times = [s for v in snap_s.values() for s in v]
+    mean_setup = float(np.mean(list(course_s.values()))) if course_s else 0.0
+    estimated_loop = 0.0
+    for course, times in prep.snapshots.items():
+        per = float(np.mean(snap_s[course])) if course in snap_s else float(np.mean(all_times))
+        estimated_loop += course_s.get(course, mean_setup) + per * len(times)
+    write_result(
+        result,
+        {
+            "load_s": loaded - started,
+            "prepare_s": prepared - loaded,
+            "loop_s": loop_s,
+            "loop_cpu_s": loop_cpu_s,
+            "snapshots_done": done,
+            "snapshots_total": total,
+            "estimated_loop_s": estimated_loop if done < total else loop_s,
+            "events_in_memory": int(len(prep.events)),
+            "snapshot_rows": snapshot_rows,
+        },
+    )
+
+
+# ------------------------------------------------------------------------------ measurements
+
+
+def measure_floor(source: Path) -> Measurement:
+    return run_python_step(
+        Path(__file__), ["--child", "floor", "--source", str(source)], env=bench_env(), cwd=REPO
+    )
+
+
+def measure_features(source: Path, out: Path) -> Measurement:
+    cmd = [notalone_exe(), "features", "--source", str(source), "--all", "--out", str(out)]
+    return run_measured(cmd, env=bench_env(), cwd=REPO)
+
+
+def measure_profile(source: Path, out: Path) -> Measurement:
+    args = ["--child", "profile", "--source", str(source), "--out", str(out)]
+    return run_python_step(Path(__file__), args, env=bench_env(), cwd=REPO)
+
+
+def measure_pandas(source: Path, sample_out: Path, args: argparse.Namespace) -> Measurement:
+    child = [
+        "--child",
+        "pandas",
+        "--source",
+        str(source),
+        "--out",
+        str(sample_out),
+        "--pandas-budget",
+        str(args.pandas_budget),
+        "--sample-per-snapshot",
+        str(args.sample_per_snapshot),
+        "--seed",
+        str(args.seed),
+    ]
+    return run_python_step(
+        Path(__file__),
+        child,
+        env=bench_env(),
+        cwd=REPO,
+        time_cap_s=args.pandas_budget * 4 + 1800,  # generous: loading 50M rows takes a while
+        memory_cap=int(args.pandas_memory_cap * GIB),
+    )
+
+
+def internal_seconds(m: Measurement) -> float | None:
+    """The build time `notalone features` prints ("... in 12.3 s")."""
+    found = re.findall(r" in ([0-9.]+) s", m.stdout + m.stderr)
+    return float(found[-1]) if found else None
+
+
+def agreement(features_file: Path, sample_file: Path, snapshot_rows: list) -> dict:
+    """Compare (c)'s sampled rows with (b)'s rows of the same keys, feature by feature."""
+    import duckdb
+    import pandas_features as pf
+
+    from configs import load_config
+
+    config = load_config()
+    columns = [*pf.covered_features(config), "label"]
+    sample = pd.read_parquet(sample_file)
+    con = duckdb.connect()
+    con.register("sample_keys", sample[KEYS])
+    path = str(features_file).replace("'", "''")
+    built = con.execute(
+        f"SELECT b.* FROM read_parquet('{path}') b JOIN sample_keys USING (student_id, "
+        "course_id, as_of)"
+    ).df()
+    counts = con.execute(
+        f"SELECT course_id, as_of, count(*) FROM read_parquet('{path}') GROUP BY ALL"
+    ).fetchall()
+    con.close()
+    built_counts = {(c, pd.Timestamp(t).isoformat()): n for c, t, n in counts}
+    size_mismatch = [
+        (c, t, n, built_counts.get((c, pd.Timestamp(t).isoformat()), 0))
+        for c, t, n in snapshot_rows
+        if built_counts.get((c, pd.Timestamp(t).isoformat()), 0) != n
+    ]
+    merged = sample.merge(built, on=KEYS, suffixes=("_c", "_b"))
+    bad: dict[str, int] = {}
+    example = None
+    for col in columns:
+        x, y = merged[f"{col}_c"].to_numpy(float), merged[f"{col}_b"].to_numpy(float)
+        ok = np.isclose(x, y, rtol=FLOAT_TOLERANCE, atol=FLOAT_TOLERANCE, equal_nan=True)
+        if not ok.all():
+            bad[col] = int((~ok).sum())
+            if example is None:
+                row = merged.loc[~ok].iloc[0]
+                example = (
+                    f"{col} for {row.student_id}/{row.course_id} at {row.as_of}: "
+                    f"pandas {row[f'{col}_c']}, features {row[f'{col}_b']}"
+                )
+    return {
+        "rows": len(sample),
+        "matched": len(merged),
+        "columns": len(columns),
+        "bad_columns": bad,
+        "example": example,
+        "snapshots_checked": len(snapshot_rows),
+        "snapshot_size_mismatches": size_mismatch[:5],
+        "n_snapshot_size_mismatches": len(size_mismatch),
+        "ok": len(merged) == len(sample) and not bad and not size_mismatch,
+    }
+
+
+# ---------------------------------------------------------------------------------- reporting
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den <= 0:
+        return None
+    return num / den
+
+
+def fmt_ratio(r: float | None) -> str:
+    return "-" if r is None else f"{r:.1f}x"
+
+
+def agreement_text(agree: dict | None) -> str:
+    if agree is None:
+        return "not checked"
+    text = (
+        f"{agree['matched']}/{agree['rows']} sampled rows, {agree['columns']} columns; "
+        f"population size equal on "
+        f"{agree['snapshots_checked'] - agree['n_snapshot_size_mismatches']}/"
+        f"{agree['snapshots_checked']} snapshots"
+    )
+    if agree["ok"]:
+        return "agree: " + text
+    bad = ", ".join(f"{c} ({n} rows)" for c, n in agree["bad_columns"].items())
+    return f"DISAGREE: {text}; differing: {bad or 'none'}; e.g. {agree['example']}"
+
+
+def pandas_time_text(row: dict) -> str:
+    c = row.get("c")
+    if c is None:
+        return "skipped"
+    if c.get("failed"):
+        return c["failed"]
+    text = (
+        f"{fmt_seconds(c['work_s'])} (process {fmt_seconds(c['wall_s'])}, "
+        f"CPU {fmt_seconds(c['cpu_s'])})"
+    )
+    if c["extrapolated"]:
+        text += f", extrapolated from {c['done']}/{c['total']} snapshots"
+    return text
+
+
+def table_lines(rows: list[dict]) -> list[str]:
+    """Two tables: what each approach took, and the ratios."""
+    lines = [
+        "| size | events | enrollments | snapshot rows | (a) floor scan | (b) features --all "
+        "| (b) peak RSS | (c) pandas | (c) peak RSS |",
+        "|---|---:|---:|---:|---|---|---:|---|---:|",
+    ]
+    for r in rows:
+        c = r.get("c") or {}
+        lines.append(
+            f"| {size_label(r['target'])} | {r['events']:,} | {r['enrollments']:,} "
+            f"| {r['b_rows']:,} "
+            f"| {fmt_seconds(r['a_scan_s'])} (process {fmt_seconds(r['a_wall_s'])}, "
+            f"CPU {fmt_seconds(r['a_cpu_s'])}) "
+            f"| {fmt_seconds(r['b_build_s'])} (process {fmt_seconds(r['b_wall_s'])}, "
+            f"CPU {fmt_seconds(r['b_cpu_s'])}) "
+            f"| {fmt_bytes(r['b_peak'])} | {pandas_time_text(r)} | {fmt_bytes(c.get('peak'))} |"
+        )
+    lines += [
+        "",
+        "| size | (b)/(a) work | (b)/(a) process | (b)/(a) CPU | (c)/(b) work "
+        "| (c)/(b) process | (c)/(b) CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {size_label(r['target'])} | {fmt_ratio(r['b_over_a'])} "
+            f"| {fmt_ratio(r['b_over_a_process'])} | {fmt_ratio(r['b_over_a_cpu'])} "
+            f"| {fmt_ratio(r.get('c_over_b'))} | {fmt_ratio(r.get('c_over_b_process'))} "
+            f"| {fmt_ratio(r.get('c_over_b_cpu'))} |"
+        )
+    return lines
+
+
+def targets_lines(rows: list[dict]) -> list[str]:
+    out = []
+    for r in rows:
+        label = size_label(r["target"])
+        met = r["b_over_a"] is not None and r["b_over_a"] <= TARGET_B_OVER_A
+        checks = [
+            f"(b)/(a) {fmt_ratio(r['b_over_a'])} <= {TARGET_B_OVER_A:g}x: "
+            f"{'met' if met else 'MISSED'}"
+        ]
+        if r.get("c_over_b") is not None:
+            met = r["c_over_b"] >= TARGET_C_OVER_B
+            checks.append(
+                f"(c)/(b) {fmt_ratio(r['c_over_b'])} >= {TARGET_C_OVER_B:g}x: "
+                f"{'met' if met else 'MISSED'}"
+            )
+        if r["target"] >= BIG_SIZE:
+            met = r["b_peak"] <= TARGET_B_MEMORY_AT_50M
+            checks.append(
+                f"(b) peak RSS {fmt_bytes(r['b_peak'])} <= 4 GB: {'met' if met else 'MISSED'}"
+            )
+        out.append(
+            f"- {label}: " + "; ".join(checks) + f"; agreement: {agreement_text(r.get('agree'))}"
+        )
+    return out
+
+
+def profile_lines(profiles: dict[str, dict]) -> list[str]:
+    out = []
+    for label, prof in profiles.items():
+        total = prof["total_s"]
+        parts = ", ".join(
+            f"{stage} {fmt_seconds(s)} ({s / total:.0%})" for stage, s in prof["stages"].items()
+        )
+        out.append(f"- {label}: in-process build {fmt_seconds(total)}: {parts}")
+    return out
+
+
+def section_text(rows: list[dict], profiles: dict[str, dict], info: dict, args) -> str:
+    covered = (
+        "every catalogue feature of features.catalog (recency, windowed counts and active days "
+        "by type, trend, deadlines, scores, support, progress, cohort percentiles) and the "
+        "label; not attr_*"
+    )
+    lines = [
+        SECTION,
+        "",
+        f"Measured by `make bench-features` (benchmarks/bench_features.py) on {info['cores']} "
+        f"cores ({info['cpu']}), {fmt_bytes(info['memory_total'])} RAM "
+        f"({fmt_bytes(info['memory_available'])} available at the start), load average "
+        f"{info['load_1m']:.1f} at the start{info.get('load_note', '')}; "
+        f"{time.strftime('%Y-%m-%d')}. Synthetic schools (`notalone generate`, seed {args.seed}).",
+        "",
+        *table_lines(rows),
+        "",
+        "- (a) the floor: one DuckDB scan of the events aggregating every column the features "
+        "read (count, max of the ids, max ts, sum value, grouped by event_type), with the "
+        "builder's settings (all cores, memory limit from `features.duckdb_memory_limit`). "
+        "Shown: the query alone (wall), its whole process (wall) and the process's CPU time.",
+        "- (b) `notalone features --source DIR --all --out F.parquet` as a subprocess, end to end "
+        "(every weekly snapshot of every course run, with labels, written to Parquet); shown: "
+        "the build time the command prints (open the source, build, write), the whole process "
+        "(wall) and its CPU time. Peak RSS: the process tree, sampled every 50 ms with psutil.",
+        "- Ratios: *work* compares the work itself ((b) build / (a) scan query; (c) load + "
+        "prepare + snapshot loop / (b) build); *process* compares whole processes (starting "
+        "Python and importing pandas/DuckDB is a fixed cost on both sides that dominates small "
+        "sizes); *CPU* compares the processes' CPU seconds (all threads), which a busy machine "
+        "disturbs least. Wall times stretch when other work competes for the cores.",
+        f"- (c) benchmarks/pandas_features.py: pandas loads the tables, then for every weekly "
+        f"snapshot filters `ts < t` and groups by enrolment. Covers {covered}. "
+        f"Past {fmt_seconds(args.pandas_budget)} of snapshot work it stops; its time is then "
+        "the measured load and preparation plus the snapshot loop extrapolated per course run "
+        "(mean seconds per snapshot, over snapshots done in random order, x the run's "
+        f"snapshots). Memory cap {args.pandas_memory_cap:g} GiB.",
+        "",
+        "Targets (issue 3):",
+        *targets_lines(rows),
+    ]
+    if profiles:
+        lines += ["", "Where (b) spends its time (stages reported by features/build.py):"]
+        lines += profile_lines(profiles)
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str, info: dict) -> None:
+    """Replace the "## Features" section of docs/performance.md, keeping every other section."""
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    if DOC.is_file():
+        old = DOC.read_text()
+    else:
+        old = (
+            "# Performance\n\n"
+            f"Benchmarks of notalone, measured on a {info['cores']}-core machine "
+            f"({info['cpu']}, {fmt_bytes(info['memory_total'])} RAM) by the `make bench-*` "
+            "targets; each section is written by its own script.\n\n"
+        )
+    pattern = re.compile(rf"^{re.escape(SECTION)}\s*\n.*?(?=^## |\Z)", re.M | re.S)
+    if pattern.search(old):
+        new = pattern.sub(lambda _m: text + "\n", old, count=1)
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    DOC.write_text(new.rstrip("\n") + "\n")
+
+
+# --------------------------------------------------------------------------------------- main
+
+
+def run_size(target: int, args: argparse.Namespace, profiles: dict[str, dict]) -> dict:
+    students = students_for(target, args.seed)
+    source = ensure_school(students, args.seed)
+    counts = count_rows(source)
+    label = size_label(target)
+    print(
+        f"\n== {label} target: {students:,} students -> {counts['events']:,} events, "
+        f"{counts['enrollments']:,} enrollments ({source.name})",
+        flush=True,
+    )
+    out_dir = DATA / "out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = f"n{students}-seed{args.seed}"
+    features_file = out_dir / f"features-{key}.parquet"
+
+    print(f"(a) floor scan ... [load {os.getloadavg()[0]:.1f}]", flush=True)
+    a = measure_floor(source)
+    if not a.ok:
+        raise SystemExit(f"(a) failed: {a.describe_failure()}")
+    print(
+        f"    scan {fmt_seconds(a.result['scan_s'])}, process {fmt_seconds(a.wall_s)} "
+        f"(CPU {fmt_seconds(a.cpu_s)}), "
+        f"peak {fmt_bytes(a.peak_rss)} (threads {a.result['threads']}, "
+        f"memory_limit {a.result['memory_limit']})",
+        flush=True,
+    )
+
+    print(f"(b) notalone features --all ... [load {os.getloadavg()[0]:.1f}]", flush=True)
+    b = measure_features(source, features_file)
+    if not b.ok:
+        raise SystemExit(f"(b) failed: {b.describe_failure()}")
+    b_rows = pd.read_parquet(features_file, columns=["label"]).shape[0]
+    print(
+        f"    {fmt_seconds(b.wall_s)} (build {fmt_seconds(internal_seconds(b))} as printed; "
+        f"CPU {fmt_seconds(b.cpu_s)}), "
+        f"peak {fmt_bytes(b.peak_rss)}, {b_rows:,} snapshot rows",
+        flush=True,
+    )
+    row = {
+        "target": target,
+        "students": students,
+        "events": counts["events"],
+        "enrollments": counts["enrollments"],
+        "a_scan_s": a.result["scan_s"],
+        "a_wall_s": a.wall_s,
+        "a_cpu_s": a.cpu_s,
+        "a_peak": a.peak_rss,
+        "b_wall_s": b.wall_s,
+        "b_cpu_s": b.cpu_s,
+        "b_build_s": internal_seconds(b),
+        "b_peak": b.peak_rss,
+        "b_rows": b_rows,
+        "b_over_a": ratio(internal_seconds(b), a.result["scan_s"]),
+        "b_over_a_process": ratio(b.wall_s, a.wall_s),
+        "b_over_a_cpu": ratio(b.cpu_s, a.cpu_s),
+    }
+    print(
+        f"    (b)/(a) = {fmt_ratio(row['b_over_a'])} build / scan query "
+        f"({fmt_ratio(row['b_over_a_process'])} process / process, "
+        f"{fmt_ratio(row['b_over_a_cpu'])} CPU)",
+        flush=True,
+    )
+
+    if label in args.profile:
+        print(f"(b) stage profile ... [load {os.getloadavg()[0]:.1f}]", flush=True)
+        p = measure_profile(source, out_dir / f"profile-{key}.parquet")
+        if p.ok:
+            profiles[label] = p.result
+            print("\n".join("    " + s for s in profile_lines({label: p.result})), flush=True)
+        else:
+            print(f"    profile failed: {p.describe_failure()}", flush=True)
+
+    if not args.skip_pandas:
+        print(f"(c) pandas ... [load {os.getloadavg()[0]:.1f}]", flush=True)
+        sample_file = out_dir / f"pandas-sample-{key}.parquet"
+        c = measure_pandas(source, sample_file, args)
+        if not c.ok or c.result is None:
+            row["c"] = {"failed": f"did not finish: {c.describe_failure()}", "peak": c.peak_rss}
+            print(f"    {row['c']['failed']}, peak {fmt_bytes(c.peak_rss)}", flush=True)
+        else:
+            r = c.result
+            extrapolated = r["snapshots_done"] < r["snapshots_total"]
+            # Work = load + prepare + snapshot loop (extrapolated when cut short); the process
+            # adds Python start and imports, like (b)'s process.
+            work = r["load_s"] + r["prepare_s"] + r["estimated_loop_s"]
+            total = c.wall_s - r["loop_s"] + r["estimated_loop_s"]
+            # CPU of the loop scales like its wall time when extrapolated.
+            cpu = c.cpu_s + r["loop_cpu_s"] * (r["estimated_loop_s"] / r["loop_s"] - 1)
+            row["c"] = {
+                "work_s": work,
+                "wall_s": total,
+                "cpu_s": cpu,
+                "measured_wall_s": c.wall_s,
+                "peak": c.peak_rss,
+                "extrapolated": extrapolated,
+                "done": r["snapshots_done"],
+                "total": r["snapshots_total"],
+                "load_s": r["load_s"],
+                "prepare_s": r["prepare_s"],
+            }
+            row["c_over_b"] = ratio(work, row["b_build_s"])
+            row["c_over_b_process"] = ratio(total, b.wall_s)
+            row["c_over_b_cpu"] = ratio(cpu, b.cpu_s)
+            how = (
+                f"extrapolated from {r['snapshots_done']}/{r['snapshots_total']} snapshots "
+                f"({fmt_seconds(c.wall_s)} measured)"
+                if extrapolated
+                else "all snapshots"
+            )
+            print(
+                f"    work {fmt_seconds(work)}, process {fmt_seconds(total)} ({how}; load "
+                f"{fmt_seconds(r['load_s'])}, prepare {fmt_seconds(r['prepare_s'])}), peak "
+                f"{fmt_bytes(c.peak_rss)}; (c)/(b) = {fmt_ratio(row['c_over_b'])} work / build "
+                f"({fmt_ratio(row['c_over_b_process'])} process / process, "
+                f"{fmt_ratio(row['c_over_b_cpu'])} CPU)",
+                flush=True,
+            )
+            row["agree"] = agreement(features_file, sample_file, r["snapshot_rows"])
+            print(f"    check: {agreement_text(row['agree'])}", flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sizes",
+        type=lambda s: [parse_size(x) for x in s.split(",")],
+        default=[10**6, 10**7, 5 * 10**7],
+        help="target event counts, comma separated (default 1M,10M,50M)",
+    )
+    parser.add_argument("--skip-pandas", action="store_true", help="skip (c)")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic school seed")
+    parser.add_argument(
+        "--pandas-budget",
+        type=float,
+        default=600.0,
+        help="seconds of (c) snapshot work before it stops and extrapolates",
+    )
+    parser.add_argument(
+        "--pandas-memory-cap", type=float, default=14.0, help="GiB; (c) is stopped past this"
+    )
+    parser.add_argument("--sample-per-snapshot", type=int, default=40, help="rows checked each")
+    parser.add_argument(
+        "--profile",
+        type=lambda s: [size_label(parse_size(x)) for x in s.split(",") if x],
+        default=["10M"],
+        help="sizes at which to also run (b) in process and time its stages (default 10M; "
+        "'' for none)",
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not touch docs/performance.md")
+    parser.add_argument("--keep-output", action="store_true", help="keep (b)'s Parquet output")
+    # Child steps (run by this script in separate processes).
+    parser.add_argument("--child", choices=["floor", "pandas", "profile"], help=argparse.SUPPRESS)
+    parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child == "floor":
+        return child_floor(args.source, args.result)
+    if args.child == "profile":
+        return child_profile(args.source, args.out, args.result)
+    if args.child == "pandas":
+        return child_pandas(
+            args.source,
+            args.result,
+            args.out,
+            args.pandas_budget,
+            args.sample_per_snapshot,
+            args.seed,
+        )
+
+    info = machine()
+    print(
+        f"machine: {info['cores']} cores ({info['cpu']}), {fmt_bytes(info['memory_total'])} RAM, "
+        f"{fmt_bytes(info['memory_available'])} available, load {info['load_1m']:.1f}",
+        flush=True,
+    )
+    if info["load_1m"] > (info["cores"] or 1):
+        print("warning: the machine is busy; times will be noisy", flush=True)
+        info["load_note"] = " (busy: other work was running, times are noisy)"
+    rows: list[dict] = []
+    profiles: dict[str, dict] = {}
+    for target in args.sizes:
+        rows.append(run_size(target, args, profiles))
+        if not args.keep_output:
+            for f in (DATA / "out").glob("*.parquet"):
+                f.unlink()
+    text = section_text(rows, profiles, info, args)
+    print("\n" + text)
+    if not args.no_write:
+        write_section(text, info)
+        print(f"wrote the {SECTION!r} section of {DOC.relative_to(REPO)}")
+    shutil.rmtree(DATA / "tmp", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Baselines evaluated on the same test rows as the model, in every run.
+
+- `rule`: what a curator does without a model — look at who has been silent longest (days since
+  the last submission or activity, whichever is more recent; never active = silent since
+  enrolment), ties broken by missed deadlines. The score ranks; its probabilities come from a
+  sigmoid fitted on the validation slice (monotone, so the ranking is the rule's own).
+- `logistic`: logistic regression on standardised, median-imputed numeric features (with missing
+  indicators) and one-hot attr_* categories.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from configs.schema import Config, EvaluationConfig
+from features.catalog import LABEL_COLUMN
+from models.calibration import Calibrator, fit_calibrator
+from models.model import CATEGORY
+
+MISSING_CATEGORY = "(missing)"
+
+
+def _first_present(frame: pd.DataFrame, names: tuple[str, ...]) -> list[str]:
+    return [n for n in names if n in frame.columns]
+
+
+def rule_score(frame: pd.DataFrame, cfg: EvaluationConfig) -> np.ndarray:
+    """Higher = riskier: days since the latest sign of life, then missed deadlines."""
+    recency_cols = _first_present(frame, cfg.rule_recency)
+    if not recency_cols:
+        raise ValueError(f"the rule needs one of {cfg.rule_recency} in the feature frame")
+    recency = frame[recency_cols].astype(float).min(axis=1, skipna=True)
+    for fallback in _first_present(frame, cfg.rule_fallback):
+        recency = recency.fillna(frame[fallback].astype(float))
+    recency = recency.fillna(0.0).to_numpy()
+    if cfg.rule_tiebreak in frame.columns:
+        tiebreak = frame[cfg.rule_tiebreak].astype(float).fillna(0.0).to_numpy()
+    else:
+        tiebreak = np.zeros(len(frame))
+    # Lexicographic order (recency first) as one number: dense rank of recency, then tie-break.
+    _, recency_rank = np.unique(recency, return_inverse=True)
+    spread = float(tiebreak.max() - tiebreak.min()) + 1.0 if len(tiebreak) else 1.0
+    return recency_rank.astype(float) * spread + (
+        tiebreak - (tiebreak.min() if len(tiebreak) else 0)
+    )
+
+
+@dataclass
+class RuleBaseline:
+    evaluation: EvaluationConfig
+    calibrator: Calibrator | None = None
+
+    def fit(self, validation: pd.DataFrame, clip: float) -> RuleBaseline:
+        score = rule_score(validation, self.evaluation)
+        self.calibrator = fit_calibrator(
+            "sigmoid", score, validation[LABEL_COLUMN].to_numpy(), clip
+        )
+        return self
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        return rule_score(frame, self.evaluation)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        assert self.calibrator is not None, "fit the rule first"
+        return self.calibrator.transform(self.score(frame))
+
+
+@dataclass
+class LogisticBaseline:
+    feature_names: list[str]
+    feature_types: dict[str, str]
+    pipeline: Pipeline | None = None
+
+    def _matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
+        out = {}
+        for col in self.feature_names:
+            if self.feature_types[col] == CATEGORY:
+                values = frame[col].astype("str")
+                out[col] = values.where(values.notna(), MISSING_CATEGORY).astype(object)
+            else:
+                out[col] = frame[col].astype("float64")
+        return pd.DataFrame(out, index=frame.index)
+
+    def fit(self, train: pd.DataFrame, config: Config) -> LogisticBaseline:
+        numeric = [c for c in self.feature_names if self.feature_types[c] != CATEGORY]
+        categorical = [c for c in self.feature_names if self.feature_types[c] == CATEGORY]
+        numeric_steps = Pipeline(
+            [
+                (
+                    "impute",
+                    SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                ),
+                ("scale", StandardScaler()),
+            ]
+        )
+        transformers = [("num", numeric_steps, numeric)]
+        if categorical:
+            transformers.append(
+                ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical)
+            )
+        self.pipeline = Pipeline(
+            [
+                ("columns", ColumnTransformer(transformers)),
+                (
+                    "logistic",
+                    LogisticRegression(
+                        C=config.model.logistic.C,
+                        max_iter=config.model.logistic.max_iter,
+                        random_state=config.model.seed,
+                    ),
+                ),
+            ]
+        )
+        self.pipeline.fit(self._matrix(train), train[LABEL_COLUMN].to_numpy().astype(int))
+        return self
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        assert self.pipeline is not None, "fit the logistic baseline first"
+        return self.pipeline.predict_proba(self._matrix(frame))[:, 1]
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.predict_proba(frame)

@@ -1,0 +1,254 @@
+"""Fit the dropout model and the baselines on a time split (plain functions, no IO).
+
+LightGBM learns on the training rows with early stopping on the validation slice; the class
+imbalance is handled with `scale_pos_weight` (config `model.class_weight`), which inflates raw
+probabilities, so the validation slice also fits the calibration. Every seed derives from
+`model.seed` and LightGBM runs `deterministic` on a fixed number of threads: the same frame and
+config give the same model and the same metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from configs.schema import Config
+from features.catalog import LABEL_COLUMN, feature_names
+from models.baselines import LogisticBaseline, RuleBaseline
+from models.calibration import choose_calibrator
+from models.evaluation import evaluate_scores
+from models.model import (
+    ATTR_PREFIX,
+    CATEGORY,
+    DropoutModel,
+    ModelMismatch,
+    cast_features,
+    infer_feature_types,
+    training_categories,
+)
+from models.reference import summarise_categorical, summarise_numeric
+
+
+def model_inputs(frame: pd.DataFrame, config: Config) -> list[str]:
+    """Model input columns: the catalogue's features, then the attr_* columns present."""
+    names = feature_names(config.features)
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        raise ModelMismatch(
+            "the feature frame lacks catalogue features: " + ", ".join(missing), missing=missing
+        )
+    attrs = []
+    if config.features.include_attrs:
+        attrs = [c for c in frame.columns if c.startswith(ATTR_PREFIX)]
+    return [*names, *attrs]
+
+
+def config_hash(config: Config) -> str:
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def lgb_params(config: Config, n_pos: int, n_neg: int) -> dict:
+    """LightGBM parameters from config, with the reproducibility settings forced on."""
+    m = config.model
+    params = dict(m.params)
+    params.update(
+        {
+            "seed": m.seed,
+            "deterministic": True,
+            "force_col_wise": True,
+            "num_threads": m.num_threads,
+            "verbosity": -1,
+            "metric": m.early_stopping_metric,
+        }
+    )
+    if m.class_weight == "balanced" and n_pos:
+        params["scale_pos_weight"] = n_neg / n_pos
+    return params
+
+
+@dataclass
+class FittedModels:
+    model: DropoutModel
+    rule: RuleBaseline
+    logistic: LogisticBaseline
+    info: dict = field(default_factory=dict)
+
+
+def _labels(frame: pd.DataFrame) -> np.ndarray:
+    return frame[LABEL_COLUMN].to_numpy().astype(int)
+
+
+def fit_booster(
+    train_x: pd.DataFrame,
+    train_y: np.ndarray,
+    valid_x: pd.DataFrame,
+    valid_y: np.ndarray,
+    config: Config,
+) -> tuple[lgb.Booster, dict]:
+    n_pos = int(train_y.sum())
+    params = lgb_params(config, n_pos, len(train_y) - n_pos)
+    train_set = lgb.Dataset(train_x, label=train_y, params=params, free_raw_data=True)
+    valid_set = lgb.Dataset(valid_x, label=valid_y, reference=train_set, params=params)
+    evals: dict = {}
+    booster = lgb.train(
+        params,
+        train_set,
+        num_boost_round=config.model.num_boost_round,
+        valid_sets=[valid_set],
+        valid_names=["validation"],
+        callbacks=[
+            lgb.early_stopping(
+                config.model.early_stopping_rounds, first_metric_only=True, verbose=False
+            ),
+            lgb.record_evaluation(evals),
+        ],
+    )
+    best = booster.best_iteration or booster.current_iteration()
+    if best < booster.current_iteration():
+        # Keep only the trees up to the best validation round in the stored model.
+        booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    history = evals.get("validation", {}).get(config.model.early_stopping_metric, [])
+    info = {
+        "best_iteration": int(best),
+        "best_validation_score": float(history[best - 1]) if history else float("nan"),
+        "scale_pos_weight": float(params.get("scale_pos_weight", 1.0)),
+        "params": params,
+    }
+    return booster, info
+
+
+def refit_booster(x: pd.DataFrame, y: np.ndarray, rounds: int, config: Config) -> lgb.Booster:
+    """Train again on all rows with a fixed number of trees (no early stopping)."""
+    n_pos = int(y.sum())
+    params = lgb_params(config, n_pos, len(y) - n_pos)
+    params.pop("metric", None)
+    data = lgb.Dataset(x, label=y, params=params, free_raw_data=True)
+    return lgb.train(params, data, num_boost_round=rounds)
+
+
+def build_reference(
+    model: DropoutModel, train: pd.DataFrame, validation: pd.DataFrame, config: Config
+) -> dict:
+    """Training distribution of the top features (by gain) and of the score, for drift checks."""
+    bins = config.drift.bins
+    top = model.feature_importance().index[: config.drift.top_features].tolist()
+    features = {}
+    for col in top:
+        if model.feature_types[col] == CATEGORY:
+            features[col] = summarise_categorical(train[col].astype("str"))
+        else:
+            features[col] = summarise_numeric(train[col], bins)
+    return {
+        "bins": bins,
+        "features_from": "training rows",
+        "score_from": "validation rows (out of sample)",
+        "features": features,
+        "score": summarise_numeric(model.predict_proba(validation), bins),
+    }
+
+
+def fit_models(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    config: Config,
+    metadata: dict | None = None,
+) -> FittedModels:
+    """Fit LightGBM + calibration, the rule and logistic regression on one split."""
+    timings: dict[str, float] = {}
+    names = model_inputs(train, config)
+    types = infer_feature_types(train, names)
+    seen = [train, validation] if config.model.refit_on_validation else [train]
+    cat_cols = [c for c in names if types[c] == CATEGORY]
+    cats = training_categories(pd.concat([part[cat_cols] for part in seen]), types)
+    started = time.perf_counter()
+    train_x = cast_features(train, names, types, cats)
+    valid_x = cast_features(validation, names, types, cats)
+    booster, info = fit_booster(train_x, _labels(train), valid_x, _labels(validation), config)
+    timings["lightgbm_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    raw_valid = np.asarray(
+        booster.predict(valid_x, raw_score=True, num_threads=config.model.num_threads)
+    )
+    calibrator = choose_calibrator(
+        raw_valid,
+        _labels(validation),
+        methods=config.model.calibration_methods,
+        folds=config.model.calibration_folds,
+        select_by=config.model.calibration_select_by,
+        seed=config.model.seed,
+        clip=config.model.prob_clip,
+        tie_break=config.model.tie_break,
+    )
+    timings["calibration_s"] = time.perf_counter() - started
+    if config.model.refit_on_validation:
+        # The validation slice is the latest labelled data: after it chose the number of trees
+        # and fitted the calibration, the final trees learn from it too.
+        started = time.perf_counter()
+        booster = refit_booster(
+            pd.concat([train_x, valid_x]),
+            np.r_[_labels(train), _labels(validation)],
+            info["best_iteration"],
+            config,
+        )
+        timings["refit_s"] = time.perf_counter() - started
+    model = DropoutModel(
+        booster=booster,
+        calibrator=calibrator,
+        feature_names=names,
+        feature_types=types,
+        categories=cats,
+        num_threads=config.model.num_threads,
+        metadata={
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "config_hash": config_hash(config),
+            "feature_names": names,
+            "best_iteration": info["best_iteration"],
+            "calibration": calibrator.method,
+            "refit_on_validation": config.model.refit_on_validation,
+            "run_id": None,
+            **(metadata or {}),
+        },
+    )
+    started = time.perf_counter()
+    model.reference = build_reference(model, train, validation, config)
+    timings["reference_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    rule = RuleBaseline(config.evaluation).fit(validation, config.model.prob_clip)
+    timings["rule_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    logistic = LogisticBaseline(names, types).fit(train, config)
+    timings["logistic_s"] = time.perf_counter() - started
+    info.update(
+        {
+            "calibration": calibrator.method,
+            "calibration_selection": calibrator.selection,
+            "timings": timings,
+            "n_features": len(names),
+        }
+    )
+    return FittedModels(model=model, rule=rule, logistic=logistic, info=info)
+
+
+SCORERS = ("model", "rule", "logistic")
+
+
+def evaluate_models(fitted: FittedModels, test: pd.DataFrame, config: Config) -> dict:
+    """`Evaluation` of the model and each baseline on the same test rows."""
+    y = _labels(test)
+    out = {}
+    out["model"] = evaluate_scores(test, y, fitted.model.predict_proba(test), config)
+    out["rule"] = evaluate_scores(
+        test, y, fitted.rule.predict_proba(test), config, rank_score=fitted.rule.score(test)
+    )
+    out["logistic"] = evaluate_scores(test, y, fitted.logistic.predict_proba(test), config)
+    return out

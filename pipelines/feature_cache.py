@@ -1,0 +1,143 @@
+"""The feature cache: feature frames stored as Parquet under the workspace, keyed by a fingerprint.
+
+Building features is the most expensive step of a weekly run and the one most often repeated with
+the same inputs (re-running a week, a retry after a later step failed, `notalone demo` twice). The
+key is a hash of everything the frame depends on: the source files (names, sizes, modification
+times), the config sections the feature builder reads, the as-of time and the feature code itself.
+Change any of them and the key changes; nothing is ever invalidated by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from configs.schema import Config
+from features.sources import locate_tables
+
+# The config sections `features.build` reads; other sections (scoring, model...) do not change
+# the frame, so they stay out of the key and a scoring-only change still reuses the cache.
+FEATURE_CONFIG_SECTIONS = ("snapshots", "features")
+# Modules whose code shapes the frame: editing them must invalidate cached frames.
+FEATURE_CODE_MODULES = ("features.build", "features.catalog", "features.contract")
+
+
+def source_files(source: str | Path) -> list[Path]:
+    """Every file that holds a contract table of `source`, in a stable order."""
+    files: list[Path] = []
+    for _name, table in sorted(locate_tables(source).items()):
+        if table.fmt == "parquet_dir":
+            files.extend(sorted(table.path.glob("*.parquet")))
+        else:
+            files.append(table.path)
+    return files
+
+
+def source_fingerprint(source: str | Path) -> str:
+    """Hash of the source's table files (relative name, size, modification time in ns).
+
+    Sizes and mtimes, not contents: hashing gigabytes of events on every run would cost more than
+    the cache saves, and every writer in this project replaces files (new mtime) rather than
+    editing them in place.
+    """
+    root = Path(source).resolve()
+    digest = hashlib.sha256(str(root).encode())
+    for path in source_files(root):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _code_fingerprint() -> str:
+    import importlib
+
+    digest = hashlib.sha256()
+    for module_name in FEATURE_CODE_MODULES:
+        module = importlib.import_module(module_name)
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def feature_key(source: str | Path, config: Config, as_of: datetime | None) -> str:
+    """The cache key of the feature frame of `source` at `as_of` (None = all weekly snapshots)."""
+    payload = {
+        "source": source_fingerprint(source),
+        "config": {s: getattr(config, s).model_dump(mode="json") for s in FEATURE_CONFIG_SECTIONS},
+        "as_of": as_of.isoformat() if as_of is not None else "all",
+        "code": _code_fingerprint(),
+    }
+    text = json.dumps(payload, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class FeatureCache:
+    """Parquet files `<root>/<key>.parquet`; the newest `keep` entries survive a `prune`."""
+
+    root: Path
+    keep: int
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.parquet"
+
+    def get(self, key: str) -> pd.DataFrame | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError):
+            # A damaged entry (disk full, foreign file) is a miss, never an error: rebuild it.
+            path.unlink(missing_ok=True)
+            return None
+        os.utime(path)  # recently used entries survive pruning
+        return frame
+
+    def put(self, key: str, frame: pd.DataFrame) -> Path:
+        """Write atomically (temporary file, then rename) so a reader never sees half a file."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.path(key)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            frame.to_parquet(tmp, index=False)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.prune()
+        return path
+
+    def prune(self) -> None:
+        entries = sorted(self.root.glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns)
+        for stale in entries[: max(len(entries) - self.keep, 0)]:
+            stale.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class CachedFrame:
+    frame: pd.DataFrame
+    key: str
+    hit: bool
+
+
+def cached_feature_frame(
+    cache: FeatureCache,
+    source: str | Path,
+    config: Config,
+    as_of: datetime | None,
+    build: Callable[[], pd.DataFrame],
+) -> CachedFrame:
+    """The cached frame for these inputs, or `build()` stored under their key."""
+    key = feature_key(source, config, as_of)
+    frame = cache.get(key)
+    if frame is not None:
+        return CachedFrame(frame, key, hit=True)
+    frame = build()
+    cache.put(key, frame)
+    return CachedFrame(frame, key, hit=False)

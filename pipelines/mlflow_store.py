@@ -1,0 +1,310 @@
+"""The MLflow store: every read and write of runs, artifacts, models and registry aliases.
+
+The tracking and registry URI come from the workspace (`sqlite:///$NOTALONE_HOME/mlflow.db`, or
+MLFLOW_TRACKING_URI), artifacts live under `$NOTALONE_HOME/mlartifacts`. The model is logged as
+one pyfunc (a thin wrapper around the pickled `DropoutModel`) that returns calibrated
+probabilities; `load_model` hands back the `DropoutModel` itself.
+
+Privacy: student ids are pseudonymised before anything is logged, and attr_* values never reach
+an artifact (the input example masks them; segment tables pool small groups).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import secrets
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from features.errors import NotaloneError
+from models.model import ATTR_PREFIX, DropoutModel
+from pipelines.settings import Workspace
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+DEFAULT_MODEL_NAME = "notalone-dropout"
+DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}"
+MODEL_ARTIFACT = "model"
+KIND_TAG = "notalone.kind"
+TRAIN_KIND = "train"
+SECRET_ENV = "NOTALONE_SECRET"
+MASKED = "<masked>"
+NO_CHAMPION_MESSAGE = "no champion: run `notalone train --source DIR` first"
+# Packages the pickled model needs at load time; pinned to the versions it was trained with.
+MODEL_PACKAGES = ("lightgbm", "pandas", "numpy", "scikit-learn", "cloudpickle", "mlflow")
+
+
+class MlflowStoreError(NotaloneError):
+    """A registry or tracking operation the user asked for cannot be done."""
+
+
+def connect(workspace: Workspace | None = None) -> MlflowClient:
+    """Point MLflow at the workspace's tracking/registry URI and return a client."""
+    ws = workspace or Workspace.resolve()
+    uri = ws.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def workspace_secret(workspace: Workspace) -> bytes:
+    """The pseudonymisation key: NOTALONE_SECRET, else a random key kept in the workspace."""
+    from_env = os.environ.get(SECRET_ENV)
+    if from_env:
+        return from_env.encode()
+    path = workspace.secret_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text(encoding="ascii").strip()
+        if key:
+            return key.encode()
+        raise MlflowStoreError(
+            f"the secret file {path} is empty; delete it to make a new one"
+        ) from None
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(secrets.token_hex(32))
+    return path.read_text(encoding="ascii").strip().encode()
+
+
+def ensure_experiment(client: MlflowClient, name: str, workspace: Workspace) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    workspace.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+    try:
+        return client.create_experiment(name, artifact_location=workspace.mlflow_artifacts.as_uri())
+    except MlflowException:
+        # Created concurrently by another run: use that one.
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+class DropoutPyfunc(mlflow.pyfunc.PythonModel):
+    """pyfunc face of a `DropoutModel`: predict returns calibrated P(dropout)."""
+
+    def __init__(self, model: DropoutModel):
+        self.model = model
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
+        return self.model.predict_proba(pd.DataFrame(model_input))
+
+
+def pip_requirements() -> list[str]:
+    reqs = []
+    for package in MODEL_PACKAGES:
+        try:
+            reqs.append(f"{package}=={importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            reqs.append(package)
+    return reqs
+
+
+def masked_input_example(frame: pd.DataFrame, model: DropoutModel, rows: int) -> pd.DataFrame:
+    """A few rows of model inputs, with every attr_* value masked (no ids: inputs only)."""
+    example = frame[model.feature_names].head(rows).copy()
+    for col in model.feature_names:
+        if col.startswith(ATTR_PREFIX):
+            if model.feature_types[col] == "category":
+                example[col] = pd.Series([MASKED] * len(example), index=example.index, dtype=object)
+            else:
+                example[col] = np.nan
+        elif isinstance(example[col].dtype, pd.CategoricalDtype):
+            example[col] = example[col].astype(object)
+    return example.reset_index(drop=True)
+
+
+@dataclass
+class RunRecord:
+    """Everything one training run logs, prepared by the pipeline."""
+
+    run_name: str
+    params: dict[str, Any]
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    step_metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    dicts: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    parquet: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+
+
+def log_training_run(
+    client: MlflowClient,
+    experiment_id: str,
+    record: RunRecord,
+    model: DropoutModel,
+    input_example: pd.DataFrame,
+) -> tuple[str, str]:
+    """Log one training run and its model; returns (run_id, model_uri)."""
+    with mlflow.start_run(experiment_id=experiment_id, run_name=record.run_name) as run:
+        run_id = run.info.run_id
+        mlflow.set_tags({KIND_TAG: TRAIN_KIND, **record.tags})
+        mlflow.log_params({k: _param_value(v) for k, v in record.params.items()})
+        mlflow.log_metrics(_finite(record.metrics))
+        for name, points in record.step_metrics.items():
+            for step, value in points:
+                if value is not None and math.isfinite(value):
+                    mlflow.log_metric(name, float(value), step=int(step))
+        for path, text in record.texts.items():
+            mlflow.log_text(text, path)
+        for path, obj in record.dicts.items():
+            mlflow.log_dict(obj, path)
+        for path, table in record.tables.items():
+            mlflow.log_text(table.to_csv(index=False), path)
+        if record.parquet:
+            with tempfile.TemporaryDirectory() as tmp:
+                for path, table in record.parquet.items():
+                    local = Path(tmp) / Path(path).name
+                    table.to_parquet(local, index=False)
+                    mlflow.log_artifact(str(local), str(Path(path).parent))
+        for path, figure in record.figures.items():
+            mlflow.log_figure(figure, path)
+        model.metadata["run_id"] = run_id
+        output = model.predict_proba(input_example)
+        signature = infer_signature(input_example, output)
+        with quiet_mlflow():
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT,
+                python_model=DropoutPyfunc(model),
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=pip_requirements(),
+            )
+    return run_id, info.model_uri
+
+
+@contextlib.contextmanager
+def quiet_mlflow():
+    """Silence MLflow's INFO chatter and its generic pickling/type-hint warnings for a block."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:6000]  # MLflow's limit on a parameter value
+
+
+def register_version(
+    client: MlflowClient, name: str, model_uri: str, run_id: str, tags: Mapping[str, str]
+) -> str:
+    """Register `model_uri` as a new version of `name`; returns the version number."""
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        with contextlib.suppress(MlflowException):  # created concurrently
+            client.create_registered_model(name)
+    version = client.create_model_version(
+        name, source=model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+    )
+    return str(version.version)
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def version_aliases(client: MlflowClient, name: str, version: str) -> list[str]:
+    try:
+        return sorted(client.get_model_version(name, version).aliases)
+    except MlflowException:
+        return []
+
+
+def set_alias(client: MlflowClient, name: str, alias: str, version: str) -> None:
+    client.set_registered_model_alias(name, alias, version)
+
+
+def tag_version(client: MlflowClient, name: str, version: str, tags: Mapping[str, Any]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
+
+
+def tag_and_log_run(
+    client: MlflowClient, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, Any]
+) -> None:
+    for key, value in _finite(metrics).items():
+        client.log_metric(run_id, key, value)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))
+
+
+def check_version(client: MlflowClient, name: str, version: str) -> None:
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        raise MlflowStoreError(
+            f"model {name!r} has no version {version!r}; see `notalone compare`"
+        ) from None
+
+
+def load_model(model_uri: str | None = None) -> DropoutModel:
+    """Load a logged model as a `DropoutModel` (default: the champion of notalone-dropout)."""
+    uri = model_uri or DEFAULT_MODEL_URI
+    connect()
+    try:
+        loaded = mlflow.pyfunc.load_model(uri)
+    except MlflowException as exc:
+        if uri.endswith(f"@{CHAMPION}"):
+            raise MlflowStoreError(NO_CHAMPION_MESSAGE) from None
+        raise MlflowStoreError(f"cannot load model {uri}: {exc.message}") from None
+    model = loaded.unwrap_python_model().model
+    if not isinstance(model, DropoutModel):
+        raise MlflowStoreError(f"{uri} is not a notalone dropout model")
+    return model
+
+
+def model_version_uri(name: str, version: str) -> str:
+    return f"models:/{name}/{version}"
+
+
+def recent_training_runs(client: MlflowClient, experiment: str, last: int) -> list:
+    """The `last` most recent training runs of an experiment, newest first."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise MlflowStoreError(
+            f"no experiment {experiment!r} yet: run `notalone train --source DIR` first"
+        )
+    return list(
+        client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`{KIND_TAG}` = '{TRAIN_KIND}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=last,
+        )
+    )
