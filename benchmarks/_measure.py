@@ -177,8 +177,13 @@ class PeakSampler:
     def _run(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss(me))
+            rss = tree_rss(me)
+            self.peak = max(self.peak, rss)
+            self.sample(rss)
             self._stop.wait(SAMPLE_SECONDS)
+
+    def sample(self, rss: int) -> None:
+        """Called with every sample; subclasses record more (see bench_features.StageSampler)."""
 
     def __enter__(self) -> PeakSampler:
         self._thread.start()

@@ -20,12 +20,14 @@ and reused. Quick run: `python benchmarks/bench_features.py --sizes 200k --skip-
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +36,7 @@ import pandas as pd
 from _measure import (
     GIB,
     Measurement,
+    PeakSampler,
     fmt_bytes,
     fmt_seconds,
     machine,
@@ -46,6 +49,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "benchmarks" / ".data"
 DOC = REPO / "docs" / "performance.md"
 SECTION = "## Features"
+CONFIG_JSON = DATA / "config.json"  # the config every step of one run uses
+RESULTS = DATA / "results"  # each size's measurements, saved as soon as they are taken
 KEYS = ["student_id", "course_id", "as_of"]
 
 # Targets from issue 3.
@@ -77,6 +82,20 @@ def size_label(n: int) -> str:
 
 
 # --------------------------------------------------------------------------------------- data
+
+
+def code_version() -> str:
+    """Which features/build.py was measured: the commit, and whether it had local changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", "features/build.py"], cwd=REPO
+        ).returncode
+    except OSError:
+        return "unknown"
+    return f"{commit}{' + uncommitted changes' if changed else ''}"
 
 
 def notalone_exe() -> str:
@@ -138,45 +157,110 @@ def students_for(target_events: int, seed: int) -> int:
 # -------------------------------------------------------------------------------- child steps
 
 
-def child_floor(source: Path, result: Path) -> None:
-    """(a): one scan of the events aggregating every column the features read."""
+def freeze_config() -> None:
+    """Load the config once per run; every step of the run reads this copy, so an edit of
+    configs/ during a long run cannot change (or break) it half-way. (`notalone features` reads
+    configs/ itself.)"""
     from configs import load_config
+
+    DATA.mkdir(parents=True, exist_ok=True)
+    CONFIG_JSON.write_text(load_config().model_dump_json())
+
+
+def load_frozen_config(path: Path):
+    from configs.schema import Config
+
+    return Config.model_validate_json(Path(path).read_text())
+
+
+def child_floor(source: Path, result: Path, config_json: Path) -> None:
+    """(a): one scan of the events aggregating every column the features read."""
     from features.sources import connect, register_views
 
-    config = load_config()
+    config = load_frozen_config(config_json)
     con = connect(config.features.duckdb_memory_limit, config.features.duckdb_threads)
     register_views(con, source)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     rows = con.execute(FLOOR_SQL).fetchall()
-    scan_s = time.perf_counter() - started
+    scan_s, scan_cpu_s = time.perf_counter() - started, time.process_time() - cpu
     (threads,) = con.execute("SELECT current_setting('threads')").fetchall()[0]
     (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchall()[0]
     con.close()
     events = int(sum(r[1] for r in rows))
     write_result(
-        result, {"scan_s": scan_s, "events": events, "threads": threads, "memory_limit": limit}
+        result,
+        {
+            "scan_s": scan_s,
+            "scan_cpu_s": scan_cpu_s,
+            "events": events,
+            "threads": threads,
+            "memory_limit": limit,
+        },
     )
 
 
-def child_profile(source: Path, out: Path, result: Path) -> None:
-    """(b) in process with the builder's progress callback: seconds per reported stage."""
-    from configs import load_config
+def child_profile(source: Path, out: Path, result: Path, config_json: Path) -> None:
+    """(b) in process, split by the stages the builder reports through its progress callback:
+    wall and CPU seconds, peak RSS and the most DuckDB had spilled to disk, per stage."""
     from features.build import write_feature_file
 
-    config = load_config()
-    marks: list[tuple[str, float]] = []
-    started = time.perf_counter()
+    config = load_frozen_config(config_json)
+    spill_dir = DATA / "tmp"
+    sampler = StageSampler(spill_dir)
+    with sampler:
+        rows = write_feature_file(source, out, config, progress=sampler.mark, temp_dir=spill_dir)
+    write_result(result, {"rows": rows, **sampler.summary()})
 
-    def progress(stage: str) -> None:
-        marks.append((stage, time.perf_counter()))
 
-    rows = write_feature_file(source, out, config, progress=progress, temp_dir=DATA / "tmp")
-    ended = time.perf_counter()
-    stages: dict[str, float] = {"(open, data end)": marks[0][1] - started if marks else 0.0}
-    for (stage, at), (_, nxt) in zip(marks, [*marks[1:], ("end", ended)], strict=True):
-        name = re.sub(r" \d+/\d+$", " (all chunks)", stage)
-        stages[name] = stages.get(name, 0.0) + nxt - at
-    write_result(result, {"rows": rows, "total_s": ended - started, "stages": stages})
+class StageSampler(PeakSampler):
+    """Per reported stage: wall and CPU seconds, peak RSS, peak bytes spilled to `spill_dir`."""
+
+    def __init__(self, spill_dir: Path) -> None:
+        self.spill_dir = spill_dir
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
+        self.stats: dict[str, dict[str, float]] = {}
+        self._lock = threading.Lock()
+        self._open("(open, data end)")
+        super().__init__()
+
+    def _open(self, stage: str) -> None:
+        self.stage = re.sub(r" \d+/\d+$", " (all chunks)", stage)
+        entry = self.stats.setdefault(
+            self.stage, {"wall_s": 0.0, "cpu_s": 0.0, "rss": 0, "spill": 0}
+        )
+        entry["_wall0"], entry["_cpu0"] = time.perf_counter(), time.process_time()
+
+    def _close(self) -> None:
+        entry = self.stats[self.stage]
+        entry["wall_s"] += time.perf_counter() - entry.pop("_wall0")
+        entry["cpu_s"] += time.process_time() - entry.pop("_cpu0")
+
+    def mark(self, stage: str) -> None:
+        with self._lock:
+            self._close()
+            self._open(stage)
+
+    def sample(self, rss: int) -> None:
+        spilled = 0
+        for f in self.spill_dir.rglob("*"):
+            try:
+                spilled += f.stat().st_size if f.is_file() else 0
+            except OSError:
+                continue  # a spill file removed while we looked
+        with self._lock:
+            entry = self.stats[self.stage]
+            entry["rss"] = max(entry["rss"], rss)
+            entry["spill"] = max(entry["spill"], spilled)
+
+    def summary(self) -> dict:
+        with self._lock:
+            self._close()
+        return {
+            "total_s": time.perf_counter() - self.started,
+            "cpu_s": time.process_time() - self.cpu_started,
+            "peak_rss": self.peak,
+            "stages": self.stats,
+        }
 
 
 def interleaved_plan(snapshots: dict[str, list], seed: int) -> list[tuple[str, object]]:
@@ -196,14 +280,18 @@ def interleaved_plan(snapshots: dict[str, list], seed: int) -> list[tuple[str, o
 
 
 def child_pandas(
-    source: Path, result: Path, sample_out: Path, budget_s: float, per_snapshot: int, seed: int
+    source: Path,
+    result: Path,
+    sample_out: Path,
+    config_json: Path,
+    budget_s: float,
+    per_snapshot: int,
+    seed: int,
 ) -> None:
     """(c): the pandas implementation; stops past `budget_s` of snapshot work and extrapolates."""
     import pandas_features as pf
 
-    from configs import load_config
-
-    config = load_config()
+    config = load_frozen_config(config_json)
     started = time.perf_counter()
     tables = pf.read_source(source)
     loaded = time.perf_counter()
@@ -264,9 +352,8 @@ def child_pandas(
 
 
 def measure_floor(source: Path) -> Measurement:
-    return run_python_step(
-        Path(__file__), ["--child", "floor", "--source", str(source)], env=bench_env(), cwd=REPO
-    )
+    args = ["--child", "floor", "--source", str(source), "--config-json", str(CONFIG_JSON)]
+    return run_python_step(Path(__file__), args, env=bench_env(), cwd=REPO)
 
 
 def measure_features(source: Path, out: Path) -> Measurement:
@@ -276,6 +363,7 @@ def measure_features(source: Path, out: Path) -> Measurement:
 
 def measure_profile(source: Path, out: Path) -> Measurement:
     args = ["--child", "profile", "--source", str(source), "--out", str(out)]
+    args += ["--config-json", str(CONFIG_JSON)]
     return run_python_step(Path(__file__), args, env=bench_env(), cwd=REPO)
 
 
@@ -287,6 +375,8 @@ def measure_pandas(source: Path, sample_out: Path, args: argparse.Namespace) -> 
         str(source),
         "--out",
         str(sample_out),
+        "--config-json",
+        str(CONFIG_JSON),
         "--pandas-budget",
         str(args.pandas_budget),
         "--sample-per-snapshot",
@@ -310,14 +400,11 @@ def internal_seconds(m: Measurement) -> float | None:
     return float(found[-1]) if found else None
 
 
-def agreement(features_file: Path, sample_file: Path, snapshot_rows: list) -> dict:
+def agreement(features_file: Path, sample_file: Path, snapshot_rows: list, config) -> dict:
     """Compare (c)'s sampled rows with (b)'s rows of the same keys, feature by feature."""
     import duckdb
     import pandas_features as pf
 
-    from configs import load_config
-
-    config = load_config()
     columns = [*pf.covered_features(config), "label"]
     sample = pd.read_parquet(sample_file)
     con = duckdb.connect()
@@ -450,6 +537,11 @@ def targets_lines(rows: list[dict]) -> list[str]:
             f"(b)/(a) {fmt_ratio(r['b_over_a'])} <= {TARGET_B_OVER_A:g}x: "
             f"{'met' if met else 'MISSED'}"
         ]
+        if r.get("b_over_a_work_cpu") is not None:
+            checks[0] += (
+                f" (in CPU seconds, profiled build / scan query: "
+                f"{fmt_ratio(r['b_over_a_work_cpu'])})"
+            )
         if r.get("c_over_b") is not None:
             met = r["c_over_b"] >= TARGET_C_OVER_B
             checks.append(
@@ -468,13 +560,24 @@ def targets_lines(rows: list[dict]) -> list[str]:
 
 
 def profile_lines(profiles: dict[str, dict]) -> list[str]:
+    """A table per profiled size: each stage's wall and CPU seconds, peak RSS, spill."""
     out = []
     for label, prof in profiles.items():
         total = prof["total_s"]
-        parts = ", ".join(
-            f"{stage} {fmt_seconds(s)} ({s / total:.0%})" for stage, s in prof["stages"].items()
-        )
-        out.append(f"- {label}: in-process build {fmt_seconds(total)}: {parts}")
+        out += [
+            f"{label}: in-process build {fmt_seconds(total)} (CPU {fmt_seconds(prof['cpu_s'])}, "
+            f"peak RSS {fmt_bytes(prof['peak_rss'])})",
+            "",
+            "| stage | wall | share | CPU | peak RSS | spilled to disk |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for stage, st in prof["stages"].items():
+            out.append(
+                f"| {stage} | {fmt_seconds(st['wall_s'])} | {st['wall_s'] / total:.0%} "
+                f"| {fmt_seconds(st['cpu_s'])} | {fmt_bytes(st['rss']) if st['rss'] else '-'} "
+                f"| {fmt_bytes(st['spill']) if st['spill'] else '-'} |"
+            )
+        out.append("")
     return out
 
 
@@ -491,7 +594,8 @@ def section_text(rows: list[dict], profiles: dict[str, dict], info: dict, args) 
         f"cores ({info['cpu']}), {fmt_bytes(info['memory_total'])} RAM "
         f"({fmt_bytes(info['memory_available'])} available at the start), load average "
         f"{info['load_1m']:.1f} at the start{info.get('load_note', '')}; "
-        f"{time.strftime('%Y-%m-%d')}. Synthetic schools (`notalone generate`, seed {args.seed}).",
+        f"{time.strftime('%Y-%m-%d')}; features/build.py at {info.get('build', 'unknown')}. "
+        f"Synthetic schools (`notalone generate`, seed {args.seed}).",
         "",
         *table_lines(rows),
         "",
@@ -519,7 +623,13 @@ def section_text(rows: list[dict], profiles: dict[str, dict], info: dict, args) 
         *targets_lines(rows),
     ]
     if profiles:
-        lines += ["", "Where (b) spends its time (stages reported by features/build.py):"]
+        lines += [
+            "",
+            "Where (b) spends its time: the same build in process, split at the stages "
+            "features/build.py reports through its progress callback (a stage runs until the "
+            "next is reported; RSS and the DuckDB spill folder sampled every 50 ms).",
+            "",
+        ]
         lines += profile_lines(profiles)
     return "\n".join(lines) + "\n"
 
@@ -567,7 +677,8 @@ def run_size(target: int, args: argparse.Namespace, profiles: dict[str, dict]) -
     if not a.ok:
         raise SystemExit(f"(a) failed: {a.describe_failure()}")
     print(
-        f"    scan {fmt_seconds(a.result['scan_s'])}, process {fmt_seconds(a.wall_s)} "
+        f"    scan {fmt_seconds(a.result['scan_s'])} (CPU {fmt_seconds(a.result['scan_cpu_s'])}), "
+        f"process {fmt_seconds(a.wall_s)} "
         f"(CPU {fmt_seconds(a.cpu_s)}), "
         f"peak {fmt_bytes(a.peak_rss)} (threads {a.result['threads']}, "
         f"memory_limit {a.result['memory_limit']})",
@@ -591,6 +702,7 @@ def run_size(target: int, args: argparse.Namespace, profiles: dict[str, dict]) -
         "events": counts["events"],
         "enrollments": counts["enrollments"],
         "a_scan_s": a.result["scan_s"],
+        "a_scan_cpu_s": a.result["scan_cpu_s"],
         "a_wall_s": a.wall_s,
         "a_cpu_s": a.cpu_s,
         "a_peak": a.peak_rss,
@@ -615,7 +727,8 @@ def run_size(target: int, args: argparse.Namespace, profiles: dict[str, dict]) -
         p = measure_profile(source, out_dir / f"profile-{key}.parquet")
         if p.ok:
             profiles[label] = p.result
-            print("\n".join("    " + s for s in profile_lines({label: p.result})), flush=True)
+            row["b_over_a_work_cpu"] = ratio(p.result["cpu_s"], a.result["scan_cpu_s"])
+            print("\n".join("    " + line for line in profile_lines({label: p.result})), flush=True)
         else:
             print(f"    profile failed: {p.describe_failure()}", flush=True)
 
@@ -664,7 +777,9 @@ def run_size(target: int, args: argparse.Namespace, profiles: dict[str, dict]) -
                 f"{fmt_ratio(row['c_over_b_cpu'])} CPU)",
                 flush=True,
             )
-            row["agree"] = agreement(features_file, sample_file, r["snapshot_rows"])
+            row["agree"] = agreement(
+                features_file, sample_file, r["snapshot_rows"], load_frozen_config(CONFIG_JSON)
+            )
             print(f"    check: {agreement_text(row['agree'])}", flush=True)
     return row
 
@@ -703,23 +818,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--config-json", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child == "floor":
-        return child_floor(args.source, args.result)
+        return child_floor(args.source, args.result, args.config_json)
     if args.child == "profile":
-        return child_profile(args.source, args.out, args.result)
+        return child_profile(args.source, args.out, args.result, args.config_json)
     if args.child == "pandas":
         return child_pandas(
             args.source,
             args.result,
             args.out,
+            args.config_json,
             args.pandas_budget,
             args.sample_per_snapshot,
             args.seed,
         )
 
     info = machine()
+    info["build"] = code_version()
     print(
         f"machine: {info['cores']} cores ({info['cpu']}), {fmt_bytes(info['memory_total'])} RAM, "
         f"{fmt_bytes(info['memory_available'])} available, load {info['load_1m']:.1f}",
@@ -728,10 +846,18 @@ def main(argv: list[str] | None = None) -> None:
     if info["load_1m"] > (info["cores"] or 1):
         print("warning: the machine is busy; times will be noisy", flush=True)
         info["load_note"] = " (busy: other work was running, times are noisy)"
+    freeze_config()
     rows: list[dict] = []
     profiles: dict[str, dict] = {}
     for target in args.sizes:
-        rows.append(run_size(target, args, profiles))
+        row = run_size(target, args, profiles)
+        rows.append(row)
+        # Saved at once, so that a failure later in a long run loses nothing measured.
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        saved = {"row": row, "profile": profiles.get(size_label(target)), "machine": info}
+        (RESULTS / f"{size_label(target)}-seed{args.seed}.json").write_text(
+            json.dumps(saved, indent=1, default=str)
+        )
         if not args.keep_output:
             for f in (DATA / "out").glob("*.parquet"):
                 f.unlink()

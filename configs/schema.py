@@ -292,6 +292,8 @@ class EvaluationConfig(Section):
     promote_metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
     min_improvement: float = 0.0
     min_segment_size: int = 30
+    segment_max_values: int = 12
+    segment_numeric_bins: int = 4
     min_week_rows: int = 30
     calibration_bins: int = 10
     shap_sample_rows: int = 5000

@@ -57,12 +57,13 @@ def choose_messages(
         list_key[specific] = groups[specific]
     pick = np.zeros(n, dtype=np.int64)
     counts = np.ones(n, dtype=np.int64)
-    for act, key in {(a, k) for a, k in zip(actions[has_action], list_key[has_action])}:
+    used = sorted(set(zip(actions[has_action], list_key[has_action], strict=True)))
+    for act, key in used:
         counts[(actions == act) & (list_key == key)] = len(texts.messages[act][key])
     if has_action.any():
         pick[has_action] = variant_index(keys[has_action], counts[has_action])
     titles = course_title.reindex(index).to_numpy(dtype=object, na_value=None)
-    for act, key in sorted({(a, k) for a, k in zip(actions[has_action], list_key[has_action])}):
+    for act, key in used:
         variants = texts.messages[act][key]
         for i, template in enumerate(variants):
             rows = np.flatnonzero((actions == act) & (list_key == key) & (pick == i))

@@ -62,9 +62,7 @@ def capacities(curators: pd.Series, config: ScoringConfig) -> np.ndarray:
     return override.fillna(config.capacity).to_numpy(dtype=np.int64)
 
 
-def in_cooldown(
-    last_contact_at: np.ndarray, as_of: datetime, config: ScoringConfig
-) -> np.ndarray:
+def in_cooldown(last_contact_at: np.ndarray, as_of: datetime, config: ScoringConfig) -> np.ndarray:
     """Contacted in [T - cooldown_days, T)."""
     ts = pd.Series(pd.to_datetime(last_contact_at, utc=True))
     start = pd.Timestamp(as_of) - timedelta(days=config.cooldown_days)
@@ -77,9 +75,7 @@ def sorted_codes(values: pd.Series) -> np.ndarray:
     return codes
 
 
-def rank_for_curators(
-    table: pd.DataFrame, as_of: datetime, config: ScoringConfig
-) -> pd.DataFrame:
+def rank_for_curators(table: pd.DataFrame, as_of: datetime, config: ScoringConfig) -> pd.DataFrame:
     """Apply cooldown and capacity per curator.
 
     `table` needs curator_id, student_id, course_id, risk, change, triggered, last_contact_at.
@@ -139,7 +135,17 @@ def rank_for_curators(
     )
 
 
-CSV_COLUMNS = ("rank", "student", "course", "risk", "change", "reasons", "tier", "action", "message")
+CSV_COLUMNS = (
+    "rank",
+    "student",
+    "course",
+    "risk",
+    "change",
+    "reasons",
+    "tier",
+    "action",
+    "message",
+)
 
 
 def format_risk(values: pd.Series, decimals: int, signed: bool = False) -> pd.Series:

@@ -275,7 +275,11 @@ def build_report(ranking: pd.DataFrame, ctx: ReportContext, texts: Texts) -> str
     )
     trigger_cols = [c for c in ranking.columns if c.startswith("trigger_")]
     by_trigger = [
-        (c.removeprefix("trigger_"), int(ranking[c].sum()), int((ranking[c] & ranking["listed"]).sum()))
+        (
+            c.removeprefix("trigger_"),
+            int(ranking[c].sum()),
+            int((ranking[c] & ranking["listed"]).sum()),
+        )
         for c in trigger_cols
     ]
     per_curator = frame.groupby("curator_id", observed=True)["listed"].sum()
@@ -283,9 +287,7 @@ def build_report(ranking: pd.DataFrame, ctx: ReportContext, texts: Texts) -> str
     figures = [risk_histogram(risk, ctx.previous_risk, ctx, texts)]
     trend_html = f"<p class=muted>{_esc(r['no_previous'])}</p>"
     if ctx.trend is not None and len(ctx.trend):
-        now = pd.DataFrame(
-            [{"week": ctx.as_of, "mean_risk": mean_risk, "high_share": high_share}]
-        )
+        now = pd.DataFrame([{"week": ctx.as_of, "mean_risk": mean_risk, "high_share": high_share}])
         trend_html = ""
         figures.append(risk_trend(pd.concat([ctx.trend, now], ignore_index=True), texts))
     if len(by_tier):

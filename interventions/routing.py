@@ -100,7 +100,9 @@ def fire_triggers(frame: pd.DataFrame, config: ScoringConfig) -> pd.DataFrame:
     for trigger in config.triggers:
         fired = evaluate(trigger.when, frame)
         out[f"trigger_{trigger.name}"] = fired
-        names = np.where(fired, np.where(any_fired, names + "," + trigger.name, trigger.name), names)
+        names = np.where(
+            fired, np.where(any_fired, names + "," + trigger.name, trigger.name), names
+        )
         any_fired |= fired
     out["triggered"] = any_fired
     out["triggers"] = pd.Series(np.where(any_fired, names, None), index=frame.index, dtype="str")

@@ -207,14 +207,14 @@ def check_texts_cover(texts: Texts, tiers: set[str], actions: set[str], triggers
 
 def render_one(template: str, values: Mapping[str, Any], texts: Texts) -> str:
     """Render a template for one row (`values`: field -> number or text)."""
-    fields = {k: np.asarray([v], dtype=object if isinstance(v, str) else "float64")
-              for k, v in values.items()}
+    fields = {
+        k: np.asarray([v], dtype=object if isinstance(v, str) else "float64")
+        for k, v in values.items()
+    }
     return str(render_column(template, fields, 1, texts)[0])
 
 
-def render_column(
-    template: str, fields: Mapping[str, Any], n: int, texts: Texts
-) -> np.ndarray:
+def render_column(template: str, fields: Mapping[str, Any], n: int, texts: Texts) -> np.ndarray:
     """Render `template` for `n` rows; `fields` maps a field to an array of n values (numbers or
     strings) or to one scalar. Each distinct combination of displayed values renders once."""
     used = [p for p in placeholders(template) if p.name in fields]

@@ -148,6 +148,14 @@ def segment_table(
     )
 
 
+def segment_values(values: pd.Series, max_values: int, bins: int) -> pd.Series:
+    """Groups for a segment column: its values, or quantile bins for a many-valued number."""
+    if not pd.api.types.is_numeric_dtype(values.dtype) or values.nunique() <= max_values:
+        return values
+    binned = pd.qcut(values, q=bins, duplicates="drop")
+    return binned.astype("str").where(values.notna())
+
+
 @dataclass
 class Evaluation:
     """Metrics of one scorer on the test rows plus the tables behind them."""
@@ -191,7 +199,9 @@ def evaluate_scores(
     segments = {"course_id": test["course_id"]}
     for col in test.columns:
         if col.startswith("attr_"):
-            segments[col] = test[col]
+            segments[col] = segment_values(
+                test[col], ev.segment_max_values, ev.segment_numeric_bins
+            )
     seg = segment_table(y, score, flagged, segments, ev.min_segment_size)
     for name in segments:
         part = seg[seg["segment"] == name]

@@ -135,13 +135,22 @@ def refit_booster(x: pd.DataFrame, y: np.ndarray, rounds: int, config: Config) -
 
 
 def build_reference(
-    model: DropoutModel, train: pd.DataFrame, validation: pd.DataFrame, config: Config
+    model: DropoutModel, train: pd.DataFrame, validation_scores: np.ndarray, config: Config
 ) -> dict:
-    """Training distribution of the top features (by gain) and of the score, for drift checks."""
+    """Training distribution of the top features (by gain) and of the score, for drift checks.
+
+    Categorical attr_* columns are left out: their values must not travel with the model beyond
+    the category list it needs to score. The score's reference is the calibrated probability of
+    the validation rows from the early-stopped trees, i.e. out of sample.
+    """
     bins = config.drift.bins
-    top = model.feature_importance().index[: config.drift.top_features].tolist()
+    eligible = [
+        name
+        for name in model.feature_importance().index
+        if not (name.startswith(ATTR_PREFIX) and model.feature_types[name] == CATEGORY)
+    ]
     features = {}
-    for col in top:
+    for col in eligible[: config.drift.top_features]:
         if model.feature_types[col] == CATEGORY:
             features[col] = summarise_categorical(train[col].astype("str"))
         else:
@@ -149,9 +158,9 @@ def build_reference(
     return {
         "bins": bins,
         "features_from": "training rows",
-        "score_from": "validation rows (out of sample)",
+        "score_from": "validation rows, out of sample",
         "features": features,
-        "score": summarise_numeric(model.predict_proba(validation), bins),
+        "score": summarise_numeric(validation_scores, bins),
     }
 
 
@@ -219,14 +228,17 @@ def fit_models(
         },
     )
     started = time.perf_counter()
-    model.reference = build_reference(model, train, validation, config)
+    model.reference = build_reference(model, train, calibrator.transform(raw_valid), config)
     timings["reference_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
     rule = RuleBaseline(config.evaluation).fit(validation, config.model.prob_clip)
     timings["rule_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    logistic = LogisticBaseline(names, types).fit(train, config)
+    # Logistic regression needs no validation slice; it learns from the same rows as the final
+    # trees (training + validation when the model is refit on both), so the comparison is fair.
+    logistic_rows = pd.concat([train, validation]) if config.model.refit_on_validation else train
+    logistic = LogisticBaseline(names, types).fit(logistic_rows, config)
     timings["logistic_s"] = time.perf_counter() - started
     info.update(
         {

@@ -24,7 +24,8 @@ from features.errors import NotaloneError
 from pipelines.settings import DEFAULT_HOME, HOME_ENV, Workspace
 
 # Libraries that log chatty INFO lines (database creation, temporary servers) during the demo.
-QUIET_LOGGERS = ("mlflow", "alembic", "prefect")
+QUIET_LOGGERS = ("mlflow", "alembic")
+PREFECT_LOG_LEVEL_ENV = "PREFECT_LOGGING_LEVEL"
 
 
 def school_matches(folder: Path, students: int, seed: int) -> bool:
@@ -76,8 +77,44 @@ def _done(progress: Progress, task_id, description: str) -> None:
     progress.update(task_id, description=description, total=1, completed=1)
 
 
+def _watcher(progress: Progress, task_id, prefix: str):
+    return lambda message: progress.update(task_id, description=f"{prefix}: {message}")
+
+
+def _ensure_champion(progress: Progress, flows, source: Path, config: Config):
+    """(train flow result or None, champion): train unless the champion learnt this school."""
+    step = _step(progress, "champion: checking MLflow")
+    champion = flows.champion_info(config)
+    fingerprint = flows.source_fingerprint(source)
+    if champion is not None and champion.get("source_fingerprint") == fingerprint:
+        message = f"champion: version {champion['version']} was trained on this school; reused"
+        _done(progress, step, message)
+        return None, champion
+    progress.update(step, description="train flow")
+    with flows.reporting(_watcher(progress, step, "train flow")):
+        trained = flows.train_flow(source=str(source), config=config)
+    champion = flows.champion_info(config)
+    aliases = ", ".join(trained["aliases"]) or "no alias"
+    _done(progress, step, f"train flow: version {trained['version']} ({aliases})")
+    if champion is None:
+        raise NotaloneError("training finished but no champion is registered")
+    return trained, champion
+
+
+def _score_latest_week(progress: Progress, flows, source: Path, config: Config):
+    """(as-of time, score flow result) for the latest complete week of the school."""
+    step = _step(progress, "score flow: finding the latest complete week")
+    as_of = flows.latest_week(source, config)
+    with flows.reporting(_watcher(progress, step, f"score flow ({as_of.date()})")):
+        scored = flows.score_flow(source=str(source), as_of=as_of.isoformat(), config=config)
+    _done(progress, step, f"score flow: week of {as_of.date()} scored")
+    return as_of, scored
+
+
 def run_demo(students: int | None, config: Config) -> dict[str, Any]:
     """Generate (or reuse), train (or reuse the champion), score the latest week; print where."""
+    # Step messages reach the Prefect UI (the terminal shows them through the progress display).
+    os.environ.setdefault(PREFECT_LOG_LEVEL_ENV, "INFO")
     workspace = Workspace.resolve().activate()
     started = time.perf_counter()
     students = students or config.demo.students
@@ -96,42 +133,15 @@ def run_demo(students: int | None, config: Config) -> dict[str, Any]:
         step = _step(progress, "Prefect: starting a local server (first run: ~30 s)")
         from pipelines import flows, prefect_store
 
-        prefect_store.quiet_console_logs()
-        api = prefect_store.ensure_api()
-        _done(progress, step, f"Prefect: {api}")
-
-        def watcher(task_id, prefix: str):
-            return lambda message: progress.update(task_id, description=f"{prefix}: {message}")
-
-        step = _step(progress, "champion: checking MLflow")
-        champion = flows.champion_info(config)
-        fingerprint = flows.source_fingerprint(source)
-        if champion is not None and champion.get("source_fingerprint") == fingerprint:
-            trained = None
-            _done(
-                progress,
-                step,
-                f"champion: version {champion['version']} was trained on this school; reused",
-            )
-        else:
-            progress.update(step, description="train flow")
-            with flows.reporting(watcher(step, "train flow")):
-                trained = flows.train_flow(source=str(source), config=config)
-            champion = flows.champion_info(config)
-            _done(
-                progress,
-                step,
-                f"train flow: version {trained['version']} "
-                f"({', '.join(trained['aliases']) or 'no alias'})",
-            )
-        if champion is None:
-            raise NotaloneError("training finished but no champion is registered")
-
-        step = _step(progress, "score flow: finding the latest complete week")
-        as_of = flows.latest_week(source, config)
-        with flows.reporting(watcher(step, f"score flow ({as_of.date()})")):
-            scored = flows.score_flow(source=str(source), as_of=as_of.isoformat(), config=config)
-        _done(progress, step, f"score flow: week of {as_of.date()} scored")
+        # Progress is shown here; Prefect's own run logs go to its database (and UI) only.
+        restore_logs = prefect_store.quiet_console_logs()
+        try:
+            api = prefect_store.ensure_api()
+            _done(progress, step, f"Prefect: {api}")
+            trained, champion = _ensure_champion(progress, flows, source, config)
+            as_of, scored = _score_latest_week(progress, flows, source, config)
+        finally:
+            restore_logs()
 
     seconds = time.perf_counter() - started
     summary = {

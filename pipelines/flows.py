@@ -44,12 +44,22 @@ _progress: contextvars.ContextVar[Progress | None] = contextvars.ContextVar(
 
 @contextmanager
 def reporting(progress: Progress | None) -> Iterator[None]:
-    """Send step messages of flows run inside this block to `progress`."""
+    """Send step messages of flows run inside this block to `progress`.
+
+    A command that shows its own progress also keeps Prefect's run logs off the terminal for
+    the block (they still reach the Prefect API and UI): a failed task would otherwise print a
+    traceback before the command's one-line error message.
+    """
+    from pipelines import prefect_store
+
     token = _progress.set(progress)
+    restore = prefect_store.quiet_console_logs() if progress is not None else None
     try:
         yield
     finally:
         _progress.reset(token)
+        if restore is not None:
+            restore()
 
 
 def say(message: str) -> None:

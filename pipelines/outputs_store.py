@@ -76,7 +76,8 @@ def read_previous_risk(root: Path, as_of: datetime) -> tuple[pd.DataFrame | None
 
 
 def read_trend(root: Path, as_of: datetime, weeks: int, high: float) -> pd.DataFrame:
-    """Per earlier week (oldest first, at most `weeks`): active, listed, mean risk, share >= high."""
+    """Per earlier week (oldest first, at most `weeks`): active, listed, mean risk and the share
+    at or above `high`."""
     rows = []
     for day, folder in earlier_weeks(root, as_of)[:weeks]:
         try:

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,15 +277,29 @@ def ensure_api() -> str:
     return url
 
 
-def quiet_console_logs(level: int = logging.CRITICAL) -> None:
+def quiet_console_logs(level: int = logging.CRITICAL) -> Callable[[], None]:
     """Keep Prefect's run logs off this terminal (they still go to the API and the UI).
 
     For commands that show their own progress: a failed task would otherwise print its
-    traceback before the command prints the short error message.
+    traceback before the command prints the short error message. Returns a function that puts
+    the previous levels back.
     """
+    from prefect.logging.configuration import ensure_logging_setup
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
-        for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, PrefectConsoleHandler):
+    ensure_logging_setup()  # Prefect configures logging lazily; quiet the handlers it makes
+    loggers = [logging.getLogger()] + [
+        logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+    ]
+    previous: dict[logging.Handler, int] = {}  # one handler may serve several loggers
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler) and handler not in previous:
+                previous[handler] = handler.level
                 handler.setLevel(level)
+
+    def restore() -> None:
+        for handler, old_level in previous.items():
+            handler.setLevel(old_level)
+
+    return restore

@@ -408,7 +408,13 @@ def score_pipeline(
     if model is None:
         model = timed("model", load_model_step, uri)
     frame = timed(
-        "features", features_step, source, config, when, workspace.tmp, lambda m: say(f"features: {m}")
+        "features",
+        features_step,
+        source,
+        config,
+        when,
+        workspace.tmp,
+        lambda m: say(f"features: {m}"),
     )
     risk = timed("predict", predict_step, model, frame)
     history = timed("history", history_step, out_dir, when, config)

@@ -29,6 +29,8 @@ def _port_is_free(host: str, port: int) -> bool:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the server will: a port a stopped server left in TIME_WAIT is free to use.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -42,6 +44,8 @@ def run_serve(source: Path | None, start_server: bool, config: Config) -> None:
     The Prefect server is PREFECT_API_URL when set; otherwise, with `start_server`, a
     `prefect server start` on 127.0.0.1 in the workspace, stopped again on exit.
     """
+    # The runner's terminal and the Prefect UI show each step of each run.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     workspace = Workspace.resolve().activate()
     console = Console(stderr=True)
     source = Path(source) if source is not None else demo_source(workspace, config)

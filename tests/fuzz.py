@@ -1,6 +1,7 @@
 """Hostile sources for the fuzz test: a small clean school, corruptions, and what each must cause.
 
-A `Recipe` says which corruptions hit which tables and how each table is written (Parquet or CSV).
+A `Recipe` says which corruptions hit which tables and how each table is written (a Parquet
+file, a CSV file or a folder of Parquet parts).
 `build_case` writes the corrupted source (and the same school uncorrupted, for comparisons) and
 returns the problems `notalone validate` must report. At most one corruption hits each table, so
 an expectation is never hidden by another corruption of the same table; an expectation that needs
@@ -170,7 +171,7 @@ def _rows(frame: pd.DataFrame, rng: random.Random, most: int = 2) -> list[int]:
 def text_in_typed_column(frames, table, rng):
     """Strings in a timestamp or number column (e.g. 'yesterday' as ts, 'n/a' as value)."""
     frame = frames[table]
-    cols = [c for c in _columns_of(table, Kind.TIMESTAMP) + _columns_of(table, Kind.NUMBER)]
+    cols = _columns_of(table, Kind.TIMESTAMP) + _columns_of(table, Kind.NUMBER)
     col = rng.choice([c for c in cols if c in frame])
     values = frame[col].astype(object)
     for i in _rows(frame, rng):

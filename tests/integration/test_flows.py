@@ -163,3 +163,17 @@ def test_retrain_reason(age_days, force, expected):
         assert reason is None
     else:
         assert expected in reason
+
+
+def test_cli_user_error_inside_a_flow_is_one_line_without_traceback(tmp_path, capfd):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(app, ["train", "--source", str(empty)])
+    captured = capfd.readouterr()
+    assert result.exit_code == 2, result.output
+    assert "missing" in result.output or "not found" in result.output
+    assert "Traceback" not in result.output + captured.err + captured.out

@@ -51,20 +51,25 @@ from tests.sources import write_source
 # - zero_byte_assignments: a zero-byte assignments.csv is a warning for `validate` (an empty
 #   table) but `features` (and so `score`) fails on it with a DuckDB binder error.
 # - score_skips_validation: `notalone score` does not run the contract check either, so it scores
-#   (and writes curator lists from) sources `validate` rejects.
+#   (and writes curator lists from) sources `validate` rejects, or crashes on them (a null
+#   student_id ends in an AttributeError). While listed, score runs only on accepted sources.
+# - score_duplicate_course_rows: an exact duplicate row in courses (a warning for validate)
+#   crashes `score` (InvalidIndexError in course_titles_step). While listed, not scored.
 KNOWN_GAPS: set[str] = {
     "features_skips_validation",
     "zero_byte_assignments",
     "score_skips_validation",
+    "score_duplicate_course_rows",
 }
 
 MIN_CASES = 200  # the issue's bar: at least this many corrupted sources per CI run
-MAX_EXAMPLES = 220  # sized so the run stays well within 3 minutes on 2 busy cores
+MAX_EXAMPLES = 210  # >= MIN_CASES with a margin; ~1 s per case on 2 busy cores, mostly scoring
 COURSE_START = pd.Timestamp("2025-01-06", tz="UTC")  # course c1 of tests.sources.random_school
 SCORE_WEEK = 3  # score as of this week when features are built for every week (--all)
 # The model every case is scored with: trained once on a larger clean school of the same shape.
 TRAIN_STUDENTS, TRAIN_EVENTS, TRAIN_SEED = 300, 6000, 1
 PREVIOUS_WEEK = "2025-01-06"  # name of the earlier week folder that must stay untouched
+NOT_SCORED = -1
 
 runner = CliRunner()
 
@@ -135,6 +140,8 @@ def known_gap(case: Case, gap: str) -> bool:
         return False
     if gap == "zero_byte_assignments":
         return ("assignments", "zero_byte_file") in case.recipe.corruptions
+    if gap == "score_duplicate_course_rows":
+        return ("courses", "exact_duplicates") in case.recipe.corruptions
     return True
 
 
@@ -189,6 +196,12 @@ def enrollment_pairs(source: Path) -> set[tuple[str, str]]:
     return set(rows)
 
 
+def key_pairs(frame: pd.DataFrame) -> set[tuple[str | None, str | None]]:
+    """(student_id, course_id) of an output, nulls as None (as DuckDB returns them)."""
+    keys = frame[["student_id", "course_id"]].astype(object)
+    return set(keys.where(keys.notna(), None).itertuples(index=False, name=None))
+
+
 def check_feature_file(out: Path, case: Case, as_of: datetime | None, config) -> None:
     """The agreed feature frame: columns in order, types, one row per snapshot of a real
     enrollment, snapshots only of enrolled students."""
@@ -204,7 +217,7 @@ def check_feature_file(out: Path, case: Case, as_of: datetime | None, config) ->
     assert str(frame["as_of"].dtype).startswith("datetime64") and frame["as_of"].dt.tz, what
     assert frame[LABEL_COLUMN].dropna().isin([0.0, 1.0]).all(), what
     assert not frame.duplicated(["student_id", "course_id", "as_of"]).any(), what
-    pairs = set(zip(frame["student_id"], frame["course_id"], strict=True))
+    pairs = key_pairs(frame)
     unknown = pairs - enrollment_pairs(case.source)
     assert not unknown, f"features for enrollments that do not exist: {unknown}; {what}"
     if as_of is not None:
@@ -218,7 +231,12 @@ def folder_digest(folder: Path) -> dict[str, bytes]:
 
 def check_score(case: Case, validate_code: int, scoring: ScoringWorkspace) -> int:
     """Score into a fresh outputs root that holds an earlier week: on an error nothing appears
-    and the earlier week is byte-identical; on success the week folder is complete."""
+    and the earlier week is byte-identical; on success the week folder is complete.
+    Returns the exit code, or NOT_SCORED while a known gap makes scoring this case pointless."""
+    if validate_code == 2 and known_gap(case, "score_skips_validation"):
+        return NOT_SCORED
+    if known_gap(case, "score_duplicate_course_rows"):
+        return NOT_SCORED
     outputs = case.source.parent / "outputs"
     previous = outputs / PREVIOUS_WEEK
     shutil.copytree(scoring.previous, previous)
@@ -268,7 +286,7 @@ def check_week_folder(target: Path, case: Case) -> None:
     ranking = pd.read_parquet(target / "ranking.parquet")
     assert len(ranking) and not ranking.duplicated(["student_id", "course_id"]).any(), what
     assert ranking["risk"].between(0, 1).all(), what
-    pairs = set(zip(ranking["student_id"], ranking["course_id"], strict=True))
+    pairs = key_pairs(ranking)
     assert pairs <= enrollment_pairs(case.source), what
     lists = list((target / "curators").glob("*.csv"))
     assert len(lists) == ranking["curator_id"].nunique(), what
@@ -303,7 +321,7 @@ def scoring_workspace(tmp_path_factory) -> ScoringWorkspace:
 
 def summary(outcomes: list[Outcome], seconds: float) -> str:
     def word(code: int) -> str:
-        return "error" if code else "ok"
+        return {0: "ok", 2: "error", NOT_SCORED: "skipped (gap)"}[code]
 
     verdicts = Counter(
         f"validate {word(o.validate)}/features {word(o.features)}/score {word(o.score)}"
@@ -406,11 +424,21 @@ def test_features_refuses_a_source_validate_rejects(tmp_path, corruption):
 def test_zero_byte_assignments_is_consistent(tmp_path):
     case = build_case(Recipe(7, False, PARQUET, (("assignments", "zero_byte_file"),), 3), tmp_path)
     out = tmp_path / "features.parquet"
-    validate_code, _ = invoke(["validate", "--source", str(case.source)])
+    validate_code, output = invoke(["validate", "--source", str(case.source)])
     features_code, _ = invoke(
         ["features", "--source", str(case.source), "--out", str(out), "--as-of", "2025-01-27"]
     )
+    # Either both refuse (validate naming the file) or both accept it as an empty table.
     assert validate_code == features_code
+    if validate_code:
+        assert reported(output, Expect("error", "assignments", None, None)), output
+
+
+def score_week(source: Path, out: Path) -> tuple[int, str]:
+    return invoke(
+        ["score", "--source", str(source), "--as-of", "2025-01-27", "--out", str(out)]
+        + ["--no-prefect"]
+    )
 
 
 @pytest.mark.xfail(
@@ -418,16 +446,32 @@ def test_zero_byte_assignments_is_consistent(tmp_path):
     strict=True,
     reason="`notalone score` does not call features.validate.require_valid",
 )
-def test_score_refuses_a_source_validate_rejects(scoring_workspace, tmp_path, monkeypatch):
+@pytest.mark.parametrize("broken", ["score_of_1e9", "null_student_id"])
+def test_score_refuses_a_source_validate_rejects(scoring_workspace, tmp_path, monkeypatch, broken):
     monkeypatch.setenv("NOTALONE_HOME", str(scoring_workspace.home))
-    corruption = ("events", "out_of_range_score")  # a score of 1e9 in a curator's list
-    case = build_case(Recipe(7, False, PARQUET, (corruption,), 3), tmp_path)
-    out = tmp_path / "week"
-    code, _ = invoke(["validate", "--source", str(case.source)])
-    assert code == 2
-    code, output = invoke(
-        ["score", "--source", str(case.source), "--as-of", "2025-01-27", "--out", str(out)]
-        + ["--no-prefect"]
-    )
-    assert code == 2 and not out.exists()
-    assert "events" in output
+    frames = base_school(7)
+    if broken == "score_of_1e9":  # today: scored, the 1e9 lands in score_mean and the lists
+        events = frames["events"]
+        events.loc[0, ["event_type", "value"]] = ["assignment_submit", 1e9]
+    else:  # today: AttributeError in interventions.messages.variant_index (exit 1, traceback)
+        frames["enrollments"].loc[0, "student_id"] = None
+    source = write_source(tmp_path / "source", frames)
+    assert invoke(["validate", "--source", str(source)])[0] == 2
+    code, output = score_week(source, tmp_path / "week")
+    assert code == 2 and not (tmp_path / "week").exists()
+    assert ("events" if broken == "score_of_1e9" else "enrollments") in output
+
+
+@pytest.mark.xfail(
+    "score_duplicate_course_rows" in KNOWN_GAPS,
+    strict=True,
+    reason="pipelines.scoring.course_titles_step keeps duplicate course rows: InvalidIndexError",
+)
+def test_score_accepts_an_exact_duplicate_course_row(scoring_workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("NOTALONE_HOME", str(scoring_workspace.home))
+    frames = base_school(7)
+    frames["courses"] = pd.concat([frames["courses"], frames["courses"].iloc[:1]])
+    source = write_source(tmp_path / "source", frames)
+    assert invoke(["validate", "--source", str(source)])[0] == 0  # a warning: dropped
+    code, output = score_week(source, tmp_path / "week")
+    assert code == 0, output

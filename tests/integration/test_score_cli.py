@@ -36,8 +36,17 @@ def workspace(school, monkeypatch):
 def score(source, as_of, out: Path, *extra: str):
     result = runner.invoke(
         app,
-        ["score", "--source", str(source), "--as-of", as_of.date().isoformat(),
-         "--out", str(out), "--no-prefect", *extra],
+        [
+            "score",
+            "--source",
+            str(source),
+            "--as-of",
+            as_of.date().isoformat(),
+            "--out",
+            str(out),
+            "--no-prefect",
+            *extra,
+        ],
     )
     return result
 
@@ -81,7 +90,7 @@ def test_curator_files_follow_capacity_order_and_privacy(scored):
         rows = mine.loc[keys]
         order = list(zip(~rows["triggered"], -rows["risk"], strict=True))
         assert order == sorted(order)
-        # every triggered student not held back by a recent contact made the list when capacity allowed
+        # every trigger not held back by a recent contact is listed, as far as capacity allows
         triggered = mine[mine["triggered"] & (mine["hold_back"] != "cooldown")]
         assert rows["triggered"].sum() == min(len(triggered), capacity)
         for col in ("reasons", "tier", "action", "message"):
@@ -100,7 +109,9 @@ def test_named_reasons_are_the_models_largest_positive_contributions(scored, wor
     source, as_of = workspace
     config = load_config()
     ranking = pd.read_parquet(out / "ranking.parquet")
-    listed = ranking[ranking["listed"]].sample(n=min(25, int(ranking["listed"].sum())), random_state=0)
+    listed = ranking[ranking["listed"]].sample(
+        n=min(25, int(ranking["listed"].sum())), random_state=0
+    )
     frame = build_feature_frame(source, config, as_of=as_of).set_index(["student_id", "course_id"])
     model = load_model(None)
     rows = frame.loc[list(zip(listed["student_id"], listed["course_id"], strict=True))]
@@ -159,8 +170,17 @@ def test_without_a_champion_the_scorer_says_how_to_train_one(school, tmp_path):
 def test_a_date_with_nobody_active_is_a_clear_error(workspace, tmp_path):
     source, _ = workspace
     result = runner.invoke(
-        app, ["score", "--source", str(source), "--as-of", "2001-01-01", "--out",
-              str(tmp_path / "o"), "--no-prefect"],
+        app,
+        [
+            "score",
+            "--source",
+            str(source),
+            "--as-of",
+            "2001-01-01",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-prefect",
+        ],
     )
     assert result.exit_code == 2
     assert "nothing to score" in result.output

@@ -59,8 +59,11 @@ def test_leftovers_of_a_live_run_are_not_touched(tmp_path):
 
 
 def test_earlier_weeks_and_trend_read_only_dated_folders_before_t(tmp_path):
-    for day, risks in (("2026-02-16", [0.1, 0.5]), ("2026-02-23", [0.2, 0.4]),
-                       ("2026-03-02", [0.9, 0.9])):
+    for day, risks in (
+        ("2026-02-16", [0.1, 0.5]),
+        ("2026-02-23", [0.2, 0.4]),
+        ("2026-03-02", [0.9, 0.9]),
+    ):
         (tmp_path / day).mkdir()
         pd.DataFrame({"risk": risks, "listed": [True, False]}).to_parquet(
             tmp_path / day / "ranking.parquet"

@@ -63,13 +63,19 @@ def feature_frame(config, as_of: datetime = T, seed: int = 1) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "student_id": pd.Series([f"s{i:03d}" for i in range(n)], dtype="str"),
-            "course_id": pd.Series(["PY101-A" if i % 2 else "UX120-A" for i in range(n)], dtype="str"),
+            "course_id": pd.Series(
+                ["PY101-A" if i % 2 else "UX120-A" for i in range(n)], dtype="str"
+            ),
             "as_of": pd.Series([as_of] * n).astype("datetime64[us, UTC]"),
             "curator_id": pd.Series([f"cur-{i % N_CURATORS}" for i in range(n)], dtype="str"),
             "mentor_id": pd.Series([None] * n, dtype="str"),
-            "course_start": pd.Series([as_of - timedelta(days=60)] * n).astype("datetime64[us, UTC]"),
+            "course_start": pd.Series([as_of - timedelta(days=60)] * n).astype(
+                "datetime64[us, UTC]"
+            ),
             "course_end": pd.Series([as_of + timedelta(days=60)] * n).astype("datetime64[us, UTC]"),
-            "enrolled_at": pd.Series([as_of - timedelta(days=62)] * n).astype("datetime64[us, UTC]"),
+            "enrolled_at": pd.Series([as_of - timedelta(days=62)] * n).astype(
+                "datetime64[us, UTC]"
+            ),
             "label": np.nan,
         }
     )
@@ -88,8 +94,12 @@ def source(tmp_path) -> Path:
     folder = tmp_path / "school"
     folder.mkdir()
     pd.DataFrame(
-        {"course_id": ["PY101-A", "UX120-A"], "start_at": [T, T], "end_at": [T, T],
-         "title": ["Python for beginners", "UX/UI design"]}
+        {
+            "course_id": ["PY101-A", "UX120-A"],
+            "start_at": [T, T],
+            "end_at": [T, T],
+            "title": ["Python for beginners", "UX/UI design"],
+        }
     ).to_parquet(folder / "courses.parquet")
     return folder
 
@@ -111,8 +121,9 @@ def setup(monkeypatch, source):
 
 def run(setup, out: Path, as_of: datetime = T, **kw):
     config, model, source, _ = setup
-    return scoring.score_pipeline(source, as_of, out=out, config=kw.pop("config", config),
-                                  model=model, **kw)
+    return scoring.score_pipeline(
+        source, as_of, out=out, config=kw.pop("config", config), model=model, **kw
+    )
 
 
 def test_curator_files_hold_only_their_students_at_most_capacity_in_order(setup, tmp_path):
@@ -124,7 +135,15 @@ def test_curator_files_hold_only_their_students_at_most_capacity_in_order(setup,
     for path in files:
         listed = pd.read_csv(path, encoding="utf-8-sig", dtype={"student": str})
         assert list(listed.columns) == [
-            "rank", "student", "course", "risk", "change", "reasons", "tier", "action", "message"
+            "rank",
+            "student",
+            "course",
+            "risk",
+            "change",
+            "reasons",
+            "tier",
+            "action",
+            "message",
         ]
         mine = ranking[ranking["curator_id"] == path.stem]
         assert set(listed["student"]) <= set(mine["student_id"])
@@ -184,9 +203,14 @@ def test_change_trend_and_cooldown_use_earlier_weeks_and_contacts(setup, tmp_pat
     previous = pd.read_parquet(root / week1.date().isoformat() / "ranking.parquet")
     top = previous.sort_values("risk", ascending=False).iloc[0]
     pd.DataFrame(
-        {"student_id": [top["student_id"]], "course_id": [top["course_id"]],
-         "ts": [T - timedelta(days=2)], "curator_id": [top["curator_id"]],
-         "action": ["write_first"], "outcome": ["replied"]}
+        {
+            "student_id": [top["student_id"]],
+            "course_id": [top["course_id"]],
+            "ts": [T - timedelta(days=2)],
+            "curator_id": [top["curator_id"]],
+            "action": ["write_first"],
+            "outcome": ["replied"],
+        }
     ).to_parquet(source / "interventions.parquet")
     result = run(setup, root / T.date().isoformat())
     ranking = pd.read_parquet(result["ranking"]).set_index(["student_id", "course_id"])
@@ -248,7 +272,11 @@ def test_warnings_are_visible_in_the_report(setup, tmp_path):
     config, model, source, _ = setup
     frame = feature_frame(config)
     ranking = scoring.rank_step(
-        frame, model.predict_proba(frame), scoring.History(None, None, pd.DataFrame()), None, T,
+        frame,
+        model.predict_proba(frame),
+        scoring.History(None, None, pd.DataFrame()),
+        None,
+        T,
         config,
     )
     contrib = scoring.explain_step(model, frame, ranking)
@@ -256,7 +284,13 @@ def test_warnings_are_visible_in_the_report(setup, tmp_path):
     titles = scoring.course_titles_step(source)
     full = scoring.words_step(frame, ranking, contrib, titles, T, config, texts)
     html = scoring.report_step(
-        full, scoring.History(None, None, pd.DataFrame()), T, "m", source, config, texts,
+        full,
+        scoring.History(None, None, pd.DataFrame()),
+        T,
+        "m",
+        source,
+        config,
+        texts,
         warnings=["drift: PSI of events_7d is 0.31"],
     )
     assert 'class="warn"' in html and "PSI of events_7d is 0.31" in html
@@ -273,7 +307,9 @@ def test_reruns_give_byte_identical_curator_files(setup, tmp_path):
 
 
 @pytest.mark.parametrize("failing_step", ["words_step", "report_step", "write_week_report"])
-def test_a_failed_run_leaves_the_previous_outputs_untouched(setup, tmp_path, monkeypatch, failing_step):
+def test_a_failed_run_leaves_the_previous_outputs_untouched(
+    setup, tmp_path, monkeypatch, failing_step
+):
     out = tmp_path / "out" / "2026-03-02"
     run(setup, out)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -320,3 +356,16 @@ def test_russian_lists(setup, tmp_path):
     assert "Здравствуйте" in text or "добрый день" in text
     assert "Куратор" in text or "Ментор" in text or "Техподдержка" in text
     assert "Python for beginners" in text or "UX/UI design" in text
+
+
+def test_default_output_is_the_workspace_week_folder_and_the_result_names_the_outputs(
+    setup, isolated_workspace
+):
+    config, model, source, _ = setup
+    result = scoring.score_pipeline(source, "2026-03-02", config=config, model=model)
+    week = isolated_workspace / "outputs" / "2026-03-02"
+    assert result["out"] == str(week.resolve())
+    for key in ("ranking", "report", "curators_dir"):
+        assert Path(result[key]).exists() and Path(result[key]).is_relative_to(week.resolve())
+    assert result["students"] == N_CURATORS * PER_CURATOR and result["curators"] == N_CURATORS
+    assert set(result["timings"]) >= {"features", "predict", "rank", "explain", "words", "write"}

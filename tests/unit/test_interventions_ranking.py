@@ -94,7 +94,7 @@ def test_cooldown_holds_back_recent_contacts_unless_risk_jumped(days_ago, change
     t = table([0.9, 0.1], change=[change, np.nan], contact_days_ago=[days_ago, None])
     out = rank_for_curators(t, T, config(capacity=5, cooldown_days=14, risk_jump=0.15))
     assert bool(out.loc[0, "listed"]) is listed
-    assert (pd.isna(out.loc[0, "hold_back"]) if hold is None else out.loc[0, "hold_back"] == hold)
+    assert pd.isna(out.loc[0, "hold_back"]) if hold is None else out.loc[0, "hold_back"] == hold
     assert bool(out.loc[0, "cooldown_lifted"]) is (days_ago == 3 and change == 0.20)
 
 
@@ -113,7 +113,9 @@ def test_per_curator_capacity_overrides_the_default():
 
 def test_change_is_risk_minus_the_previous_scoring():
     keys = pd.DataFrame({"student_id": ["s1", "s2", "s3"], "course_id": ["C", "C", "D"]})
-    previous = pd.DataFrame({"student_id": ["s1", "s3"], "course_id": ["C", "C"], "risk": [0.2, 0.9]})
+    previous = pd.DataFrame(
+        {"student_id": ["s1", "s3"], "course_id": ["C", "C"], "risk": [0.2, 0.9]}
+    )
     prev, change = risk_change(keys, np.array([0.5, 0.5, 0.5]), previous)
     assert prev[0] == 0.2 and change[0] == pytest.approx(0.3)
     assert np.isnan(change[1]) and np.isnan(change[2])  # s3 was scored in another course

@@ -1,4 +1,4 @@
-"""Reasons come from the model's contributions: grouped, positive only, rendered with real values."""
+"""Reasons come from the model's contributions: grouped, positive only, shown with real values."""
 
 from __future__ import annotations
 
@@ -90,9 +90,7 @@ def test_without_positive_contributions_the_largest_are_shown_and_flagged():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_named_reasons_agree_with_summed_contributions(seed):
     rng = np.random.default_rng(seed)
-    c = pd.DataFrame(
-        rng.normal(0, 0.3, (200, len(FEATURES) + 1)), columns=[*FEATURES, "bias"]
-    )
+    c = pd.DataFrame(rng.normal(0, 0.3, (200, len(FEATURES) + 1)), columns=[*FEATURES, "bias"])
     picks = pick_reasons(c, GROUPS, K)
     sums = pd.DataFrame({g: c[members].sum(axis=1) for g, members in GROUPS.items()})
     for i in range(len(c)):
@@ -114,9 +112,16 @@ def frame_with(values: dict[str, float], course: str = "C1") -> pd.DataFrame:
 @pytest.mark.parametrize(
     ("feature", "values", "expected"),
     [
-        ("days_since_last_submission", {"days_since_last_submission": 12.2}, "no submissions for 12 days"),
-        ("deadlines_missed_28d", {"deadlines_missed_28d": 2, "deadlines_due_28d": 3},
-         "missed 2 of the last 3 deadlines"),
+        (
+            "days_since_last_submission",
+            {"days_since_last_submission": 12.2},
+            "no submissions for 12 days",
+        ),
+        (
+            "deadlines_missed_28d",
+            {"deadlines_missed_28d": 2, "deadlines_due_28d": 3},
+            "missed 2 of the last 3 deadlines",
+        ),
         ("questions_14d", {"questions_14d": 6}, "asked 6 questions in the last 14 days"),
         ("events_change_7d", {"events_change_7d": -0.7}, "activity down 70 % on the week before"),
         ("days_since_last_submission", {}, "has not submitted any assignment yet"),

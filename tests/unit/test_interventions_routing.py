@@ -38,10 +38,16 @@ def students(**columns) -> pd.DataFrame:
 
 @pytest.mark.parametrize(
     ("op", "value", "expected"),
-    [(">=", 2, [False, True, True, False]), (">", 2, [False, False, True, False]),
-     ("<=", 2, [True, True, False, False]), ("<", 2, [True, False, False, False]),
-     ("==", 2, [False, True, False, False]), ("!=", 2, [True, False, True, False]),
-     ("missing", None, [False, False, False, True]), ("present", None, [True, True, True, False])],
+    [
+        (">=", 2, [False, True, True, False]),
+        (">", 2, [False, False, True, False]),
+        ("<=", 2, [True, True, False, False]),
+        ("<", 2, [True, False, False, False]),
+        ("==", 2, [False, True, False, False]),
+        ("!=", 2, [True, False, True, False]),
+        ("missing", None, [False, False, False, True]),
+        ("present", None, [True, True, True, False]),
+    ],
 )
 def test_comparisons_and_missing_values(op, value, expected):
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, np.nan]})
@@ -54,8 +60,9 @@ def test_nested_conditions_and_reason_conditions():
     cond = ScoringCondition(
         all_of=(
             ScoringCondition(feature="x", op=">=", value=5),
-            ScoringCondition(any_of=(ScoringCondition(reason="questions"),
-                                     ScoringCondition(reason="scores"))),
+            ScoringCondition(
+                any_of=(ScoringCondition(reason="questions"), ScoringCondition(reason="scores"))
+            ),
         )
     )
     reasons = np.array([["questions", None], ["activity", "scores"], ["activity", None]], object)
@@ -65,13 +72,40 @@ def test_nested_conditions_and_reason_conditions():
 
 def test_a_condition_needs_exactly_one_kind():
     with pytest.raises(ConfigError, match="exactly one"):
-        load_config(overrides={"scoring": {"rules": [
-            {"name": "x", "tier": "curator", "action": "write_first",
-             "when": {"feature": "events_7d", "op": ">=", "value": 1, "reason": "activity"}}]}})
+        load_config(
+            overrides={
+                "scoring": {
+                    "rules": [
+                        {
+                            "name": "x",
+                            "tier": "curator",
+                            "action": "write_first",
+                            "when": {
+                                "feature": "events_7d",
+                                "op": ">=",
+                                "value": 1,
+                                "reason": "activity",
+                            },
+                        }
+                    ]
+                }
+            }
+        )
     with pytest.raises(ConfigError, match="needs a value"):
-        load_config(overrides={"scoring": {"rules": [
-            {"name": "x", "tier": "curator", "action": "write_first",
-             "when": {"feature": "events_7d", "op": ">="}}]}})
+        load_config(
+            overrides={
+                "scoring": {
+                    "rules": [
+                        {
+                            "name": "x",
+                            "tier": "curator",
+                            "action": "write_first",
+                            "when": {"feature": "events_7d", "op": ">="},
+                        }
+                    ]
+                }
+            }
+        )
 
 
 def test_stopped_submitting_fires_after_n_days_or_when_never_submitted_long_after_enrolling():
@@ -115,7 +149,12 @@ def test_triggers_decide_before_rules_then_first_rule_then_default():
         "default",
     ]
     assert routed["tier"].tolist() == [
-        "curator", "technical_support", "mentor", "curator", "technical_support", "curator"
+        "curator",
+        "technical_support",
+        "mentor",
+        "curator",
+        "technical_support",
+        "curator",
     ]
     assert routed["action"].iloc[3] == "plan_deadlines"
 

@@ -37,8 +37,19 @@ def texts(request, config):
 
 @pytest.mark.parametrize(
     ("n", "expected"),
-    [(0, "дней"), (1, "день"), (2, "дня"), (4, "дня"), (5, "дней"), (11, "дней"), (12, "дней"),
-     (21, "день"), (22, "дня"), (111, "дней"), (1.5, "дня")],
+    [
+        (0, "дней"),
+        (1, "день"),
+        (2, "дня"),
+        (4, "дня"),
+        (5, "дней"),
+        (11, "дней"),
+        (12, "дней"),
+        (21, "день"),
+        (22, "дня"),
+        (111, "дней"),
+        (1.5, "дня"),
+    ],
 )
 def test_russian_plural_forms(n, expected):
     assert plural_form(n, ("день", "дня", "дней")) == expected
@@ -80,9 +91,11 @@ def test_render_column_renders_each_distinct_value_once_but_maps_all_rows():
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(-0.7, "activity down 70 % on the week before"),
-     (0.5, "activity up 50 % on the week before"),
-     (np.nan, "no activity in the week before to compare with")],
+    [
+        (-0.7, "activity down 70 % on the week before"),
+        (0.5, "activity up 50 % on the week before"),
+        (np.nan, "no activity in the week before to compare with"),
+    ],
 )
 def test_signed_and_missing_variants(value, expected):
     texts = load_texts("en")
@@ -120,8 +133,12 @@ def test_every_feature_has_its_own_template_that_renders_fully(texts, config, va
     for feature in features:
         assert texts.has_reason(feature), f"{texts.language}: no reason template for {feature}"
         entry, window = texts.reason_entry(feature)
-        fields = {**frame_fields, "window": np.array([float(window or 0)]),
-                  "typical": np.array([4.0]), "name": feature}
+        fields = {
+            **frame_fields,
+            "window": np.array([float(window or 0)]),
+            "typical": np.array([4.0]),
+            "name": feature,
+        }
         text = render_entry(entry, np.array([value]), fields, texts)[0]
         assert text.strip(), f"{texts.language}: empty reason for {feature}={value}"
         assert not LEFTOVER.search(text), f"{texts.language}: unfilled placeholder in {text!r}"
@@ -173,8 +190,14 @@ def test_missing_wording_is_reported_by_name():
 def test_malformed_message_file_is_a_clear_error():
     with pytest.raises(TextsError, match="messages.write_first"):
         parse_texts(
-            {"reasons": {"_other": "x"}, "triggers": {}, "tiers": {}, "actions": {},
-             "messages": {"write_first": {"inactivity": ["hi"]}}, "report": {}},
+            {
+                "reasons": {"_other": "x"},
+                "triggers": {},
+                "tiers": {},
+                "actions": {},
+                "messages": {"write_first": {"inactivity": ["hi"]}},
+                "report": {},
+            },
             "xx",
         )
     with pytest.raises(ScoringError, match="not found"):

@@ -139,3 +139,15 @@ def test_evaluate_scores_weekly_top_share_and_capacity():
     assert m["rows"] == 8 and m["base_rate"] == pytest.approx(3 / 8)
     assert set(ev.segments["segment"]) == {"course_id", "attr_group"}
     assert ev.by_week["week"].tolist() == [1, 2]
+
+
+def test_many_valued_numeric_segments_are_binned():
+    from models.evaluation import segment_values
+
+    values = pd.Series(np.arange(100, dtype=float))
+    binned = segment_values(values, max_values=12, bins=4)
+    assert binned.nunique() == 4
+    few = pd.Series([0.0, 1.0, 2.0] * 10)
+    assert segment_values(few, max_values=12, bins=4).equals(few)
+    with_missing = pd.Series([np.nan, *range(50)], dtype=float)
+    assert segment_values(with_missing, 12, 4).isna().sum() == 1

@@ -1,4 +1,4 @@
-"""Training: reproducible, better than the baselines on a planted signal, a strict input contract."""
+"""Training: reproducible, beats the rule on a planted signal, a strict input contract."""
 
 from __future__ import annotations
 
@@ -135,6 +135,7 @@ def test_reference_supports_drift_checks(data, config, fitted):
     frame, split = data
     ref = fitted.model.reference
     assert 0 < len(ref["features"]) <= config.drift.top_features
+    assert "attr_age_band" not in ref["features"], "attr values must not travel in the reference"
     assert set(ref["score"]) >= {"edges", "shares", "missing_share"}
     train = frame[split.train]
     name = next(n for n, e in ref["features"].items() if e["kind"] == "numeric")
