@@ -390,8 +390,20 @@ def measure_pandas(source: Path, sample_out: Path, args: argparse.Namespace) -> 
         env=bench_env(),
         cwd=REPO,
         time_cap_s=args.pandas_budget * 4 + 1800,  # generous: loading 50M rows takes a while
-        memory_cap=int(args.pandas_memory_cap * GIB),
+        memory_cap=pandas_memory_cap(args),
     )
+
+
+def pandas_memory_cap(args: argparse.Namespace) -> int:
+    """The cap for (c), lowered to leave 2 GiB free when the machine has less to spare."""
+    import psutil
+
+    cap = int(args.pandas_memory_cap * GIB)
+    spare = psutil.virtual_memory().available - 2 * GIB
+    if spare < cap:
+        print(f"    memory cap lowered to {fmt_bytes(spare)} (available memory)", flush=True)
+        return max(spare, GIB)
+    return cap
 
 
 def internal_seconds(m: Measurement) -> float | None:
@@ -498,8 +510,8 @@ def table_lines(rows: list[dict]) -> list[str]:
     """Two tables: what each approach took, and the ratios."""
     lines = [
         "| size | events | enrollments | snapshot rows | (a) floor scan | (b) features --all "
-        "| (b) peak RSS | (c) pandas | (c) peak RSS |",
-        "|---|---:|---:|---:|---|---|---:|---|---:|",
+        "| (b) peak RSS | (c) pandas | (c) peak RSS | load |",
+        "|---|---:|---:|---:|---|---|---:|---|---:|---:|",
     ]
     for r in rows:
         c = r.get("c") or {}
@@ -510,7 +522,8 @@ def table_lines(rows: list[dict]) -> list[str]:
             f"CPU {fmt_seconds(r['a_cpu_s'])}) "
             f"| {fmt_seconds(r['b_build_s'])} (process {fmt_seconds(r['b_wall_s'])}, "
             f"CPU {fmt_seconds(r['b_cpu_s'])}) "
-            f"| {fmt_bytes(r['b_peak'])} | {pandas_time_text(r)} | {fmt_bytes(c.get('peak'))} |"
+            f"| {fmt_bytes(r['b_peak'])} | {pandas_time_text(r)} | {fmt_bytes(c.get('peak'))} "
+            f"| {r['load_1m']:.1f} |"
         )
     lines += [
         "",
@@ -618,6 +631,8 @@ def section_text(rows: list[dict], profiles: dict[str, dict], info: dict, args) 
         "the measured load and preparation plus the snapshot loop extrapolated per course run "
         "(mean seconds per snapshot, over snapshots done in random order, x the run's "
         f"snapshots). Memory cap {args.pandas_memory_cap:g} GiB.",
+        "- load: the 1-minute load average when the size's measurements began (the machine "
+        f"has {info['cores']} cores; above that, steps wait for a core and wall times stretch).",
         "",
         "Targets (issue 3):",
         *targets_lines(rows),
@@ -660,6 +675,7 @@ def write_section(text: str, info: dict) -> None:
 def run_size(target: int, args: argparse.Namespace, profiles: dict[str, dict]) -> dict:
     students = students_for(target, args.seed)
     source = ensure_school(students, args.seed)
+    load_start = os.getloadavg()[0]
     counts = count_rows(source)
     label = size_label(target)
     print(
@@ -698,6 +714,7 @@ def run_size(target: int, args: argparse.Namespace, profiles: dict[str, dict]) -
     )
     row = {
         "target": target,
+        "load_1m": load_start,
         "students": students,
         "events": counts["events"],
         "enrollments": counts["enrollments"],

@@ -14,6 +14,7 @@ depends only on enrolments at or before t and unenrolments before t.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -749,7 +750,10 @@ def write_feature_file(
     con = open_source(source, config, temp_dir)
     try:
         for chunk in iter_feature_chunks(con, config, as_of, progress):
-            table = pa.Table.from_pandas(_sorted(chunk), preserve_index=False)
+            with warnings.catch_warnings():
+                # pandas 3.1 deprecates .values on tz-aware columns, which pyarrow still calls.
+                warnings.simplefilter("ignore", category=Warning)
+                table = pa.Table.from_pandas(_sorted(chunk), preserve_index=False)
             if writer is None:
                 schema = table.schema
                 writer = pq.ParquetWriter(tmp, schema)

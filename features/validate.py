@@ -398,8 +398,9 @@ class _Validator:
         if not header.strip():
             table.readable = False
             table.rows = 0
+            # No header means no columns: later steps cannot read even an empty table from it.
             self.add(
-                ERROR if table.name in MUST_HAVE_ROWS else WARNING,
+                WARNING if TABLES[table.name].optional else ERROR,
                 table.name,
                 None,
                 "empty_table",

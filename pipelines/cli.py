@@ -117,13 +117,19 @@ def features(
         bool, typer.Option("--all", help="Every weekly snapshot with labels, for training.")
     ] = False,
     config: ConfigOpt = None,
+    no_validate: Annotated[
+        bool,
+        typer.Option(
+            "--no-validate", help="Skip the contract check (for benchmarks and debugging)."
+        ),
+    ] = False,
 ) -> None:
     """Build point-in-time features: one snapshot (--as-of) or all weekly snapshots (--all)."""
     if (as_of is None) == (not all_snapshots):
         raise fail("give exactly one of --as-of T or --all")
     from pipelines.featurize import run_features
 
-    run_features(source=source, out=out, as_of=as_of, config=load(config))
+    run_features(source=source, out=out, as_of=as_of, config=load(config), validate=not no_validate)
 
 
 @app.command()

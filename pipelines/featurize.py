@@ -12,6 +12,7 @@ from rich.console import Console
 from configs.schema import Config
 from features.build import write_feature_file
 from features.errors import NotaloneError
+from features.validate import require_valid
 from pipelines.settings import Workspace
 
 
@@ -29,11 +30,25 @@ def parse_as_of(value: str) -> datetime:
     return ts.to_pydatetime()
 
 
-def run_features(source: Path, out: Path, as_of: str | None, config: Config) -> int:
-    """Build one snapshot (`as_of`) or all weekly snapshots with labels and write `out`."""
+def run_features(
+    source: Path, out: Path, as_of: str | None, config: Config, validate: bool = True
+) -> int:
+    """Build one snapshot (`as_of`) or all weekly snapshots with labels and write `out`.
+
+    The source is validated first: features of a source that breaks the contract would be wrong
+    without saying so (a score of 1e9, a null student id), so such a source is refused.
+    """
     ws = Workspace.resolve().activate()
     console = Console(stderr=True)
     when = parse_as_of(as_of) if as_of else None
+    if validate:
+        with console.status("validating the source"):
+            report = require_valid(source, config.validation, temp_dir=ws.tmp)
+        if report.warnings:
+            console.print(
+                f"[yellow]{len(report.warnings)} validation warning(s)[/yellow]; "
+                f"see `notalone validate --source {source}`"
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with console.status("building features") as status:

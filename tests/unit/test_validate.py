@@ -540,8 +540,11 @@ def test_csv_with_stray_delimiter_is_an_unreadable_table(tmp_path):
     assert "assign,ment" in problem.examples[0]["line"]
 
 
-@pytest.mark.parametrize(("table", "severity"), [("events", ERROR), ("assignments", WARNING)])
+@pytest.mark.parametrize(
+    ("table", "severity"), [("events", ERROR), ("assignments", ERROR), ("interventions", WARNING)]
+)
 def test_zero_byte_csv_is_an_empty_table(tmp_path, table, severity):
+    """No header line means no columns: an error for a required table, a warning otherwise."""
     root = write_source(tmp_path / "src", clean_frames(), "csv")
     (root / f"{table}.csv").write_bytes(b"")
     report = validate_source(root, CONFIG)
