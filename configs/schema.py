@@ -233,7 +233,7 @@ class FeatureConfig(Section):
     include_attrs: bool = True
     duckdb_memory_limit: str = "3GB"
     duckdb_threads: int | None = None
-    chunk_grid_rows: int = 3_000_000
+    chunk_grid_rows: int = 1_500_000
 
 
 class SplitConfig(Section):

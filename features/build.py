@@ -178,28 +178,28 @@ def _rollups(con: duckdb.DuckDBPyConnection, plan: Plan, progress: Progress) -> 
         EventType.LOGIN.value,
         EventType.FEEDBACK.value,
     )
-    item = "CAST(item_id AS VARCHAR)" if _has_column(con, "raw_events", "item_id") else "NULL"
-    value = "CAST(value AS DOUBLE)" if _has_column(con, "raw_events", "value") else "NULL::DOUBLE"
-    progress("reading events")
-    # Events of unknown enrollments are ignored here (validate reports them).
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE ev AS
-        SELECT e.eid, x.ts_s, x.event_type, x.item_id, x.value,
-               CAST(floor((x.ts_s - a.anchor_s) / {DAY_SECONDS}) AS INTEGER) AS day
-        FROM (
-            SELECT DISTINCT CAST(student_id AS VARCHAR) AS student_id,
-                   CAST(course_id AS VARCHAR) AS course_id,
-                   epoch(CAST(ts AS TIMESTAMPTZ)) AS ts_s,
-                   CAST(event_type AS VARCHAR) AS event_type,
-                   {item} AS item_id, {value} AS value
-            FROM raw_events
-        ) x
-        JOIN enr e USING (student_id, course_id)
-        JOIN anchors a USING (course_id)
-        WHERE x.ts_s IS NOT NULL
+    has = _has_column
+    item = "CAST(x.item_id AS VARCHAR)" if has(con, "raw_events", "item_id") else "NULL::VARCHAR"
+    value = "CAST(x.value AS DOUBLE)" if has(con, "raw_events", "value") else "NULL::DOUBLE"
+
+    # Events are joined to their enrollment first, then exact duplicates are dropped on narrow
+    # numeric keys (eid instead of two strings), and the result streams straight into the
+    # aggregation: no copy of the events is ever materialised. Unknown enrollments drop out here
+    # (validate reports them).
+    def events_sql(where: str = "") -> str:
+        ts = "epoch(CAST(x.ts AS TIMESTAMPTZ))"
+        return f"""
+            SELECT DISTINCT e.eid, {ts} AS ts_s, CAST(x.event_type AS VARCHAR) AS event_type,
+                   {item} AS item_id, {value} AS value,
+                   CAST(floor(({ts} - e.anchor_s) / {DAY_SECONDS}) AS INTEGER) AS day
+            FROM raw_events x
+            JOIN (SELECT e.eid, e.student_id, e.course_id, a.anchor_s
+                  FROM enr e JOIN anchors a USING (course_id)) e
+              ON e.student_id = CAST(x.student_id AS VARCHAR)
+             AND e.course_id = CAST(x.course_id AS VARCHAR)
+            WHERE x.ts IS NOT NULL {where}
         """
-    )
+
     progress("daily rollup")
     # Same-time submissions (OULAD dates are whole days) tie on ts: the higher score wins, so the
     # result never depends on thread scheduling.
@@ -221,7 +221,7 @@ def _rollups(con: duckdb.DuckDBPyConnection, plan: Plan, progress: Progress) -> 
                    AS feedback_last,
                max(ts_s) FILTER (WHERE event_type = '{feedback}' AND value IS NOT NULL)
                    AS feedback_last_s
-        FROM ev GROUP BY eid, day
+        FROM ({events_sql()}) GROUP BY eid, day
         """
     )
     progress("first submissions")
@@ -229,11 +229,10 @@ def _rollups(con: duckdb.DuckDBPyConnection, plan: Plan, progress: Progress) -> 
         f"""
         CREATE OR REPLACE TEMP TABLE first_submit AS
         SELECT eid, item_id, min(ts_s) AS submit_s
-        FROM ev WHERE event_type = '{submit}' AND item_id IS NOT NULL
+        FROM ({events_sql(f"AND x.event_type = '{submit}' AND x.item_id IS NOT NULL")})
         GROUP BY eid, item_id
         """
     )
-    con.execute("DROP TABLE ev")
     steps_per_day = step_s // DAY_SECONDS
     sums = ",\n".join(f"sum(n_{stem}) AS n_{stem}" for stem, _ in COUNTED_TYPES)
     con.execute(
@@ -298,6 +297,8 @@ def _deadlines(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
         GROUP BY ALL
         """
     )
+    con.execute("DROP TABLE due")
+    con.execute("DROP TABLE first_submit")
 
 
 def _grid_tables(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
@@ -329,6 +330,7 @@ def _grid_tables(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
         GROUP BY ALL
         """
     )
+    con.execute("DROP TABLE bins")  # consumed: free its memory before the per-chunk stage
     # First bin in which each course run saw each event type: type-specific features are null
     # (unknown, not zero) for a run that has no such data before t.
     first_seen = ", ".join(
