@@ -212,7 +212,10 @@ def child_floor(source: Path, result: Path) -> None:
 
 
 def child_score(source: Path, out: Path, result: Path, explain: str) -> None:
-    """(b) / (c): the scorer as `notalone score --no-prefect` runs it, with step timings."""
+    """(b) / (c): the scorer as `notalone score --no-prefect` runs it, with step timings and the
+    process's peak RSS so far at the end of each step (which step set the high-water mark)."""
+    import resource
+
     started = time.perf_counter()
     from configs import load_config
     from pipelines.scoring import score_pipeline
@@ -220,12 +223,27 @@ def child_score(source: Path, out: Path, result: Path, explain: str) -> None:
     imported = time.perf_counter() - started
     info = json.loads((source / "school.json").read_text())
     config = load_config(overrides={"scoring": {"explain": explain}})
-    summary = score_pipeline(source, info["data_end"], out=out, config=config)
+    high_water: dict[str, int] = {}
+    current: list[str] = []
+
+    def progress(message: str) -> None:
+        if ":" in message:
+            return  # a step's sub-stage
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        if current:
+            high_water[current[-1]] = peak
+        current.append(message)
+
+    summary = score_pipeline(source, info["data_end"], out=out, config=config, progress=progress)
+    if current:
+        high_water[current[-1]] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     write_result(
         result,
         {
             "imports_s": imported,
             "timings": summary["timings"],
+            "cpu_seconds": summary["cpu_seconds"],
+            "peak_after": high_water,
             "students": summary["students"],
             "listed": summary["listed"],
             "curators": summary["curators"],
@@ -320,10 +338,18 @@ def run_size(target: int, args: argparse.Namespace, pilot_rate: float) -> dict:
 # ------------------------------------------------------------------------------------ report
 
 
-def step_cell(result: dict | None, *names: str) -> str:
-    if not result:
-        return "-"
-    return fmt_seconds(sum(result["timings"].get(n, 0.0) for n in names))
+STEPS = (
+    "model",
+    "features",
+    "predict",
+    "history",
+    "contacts",
+    "rank",
+    "explain",
+    "words",
+    "report",
+    "write",
+)
 
 
 def table_lines(rows: list[dict]) -> list[str]:
@@ -356,26 +382,22 @@ def table_lines(rows: list[dict]) -> list[str]:
 
 
 def steps_lines(rows: list[dict]) -> list[str]:
-    steps = [
-        "imports",
-        "model",
-        "features",
-        "predict",
-        "history",
-        "contacts",
-        "rank",
-        "explain",
-        "words",
-        "report",
-        "write",
+    """Per step: wall time, CPU time of the process (all threads; on a busy machine wall >> CPU
+    / cores) and the peak RSS of the process once the step ended."""
+    lines = [
+        "| active enrollments | | imports | " + " | ".join(STEPS) + " |",
+        "|---|---|" + "---|" * (len(STEPS) + 1),
     ]
-    lines = ["| active enrollments | " + " | ".join(steps) + " |", "|---|" + "---|" * len(steps)]
     for row in rows:
         r = row["score"]["result"]
         if not r:
             continue
-        cells = [fmt_seconds(r["imports_s"])] + [step_cell(r, s) for s in steps[1:]]
-        lines.append(f"| {r['students']:,} | " + " | ".join(cells) + " |")
+        wall = [fmt_seconds(r["imports_s"])] + [fmt_seconds(r["timings"].get(s)) for s in STEPS]
+        cpu = ["-"] + [fmt_seconds(r["cpu_seconds"].get(s)) for s in STEPS]
+        peak = ["-"] + [fmt_bytes(r["peak_after"].get(s)) for s in STEPS]
+        lines.append(f"| {r['students']:,} | wall | " + " | ".join(wall) + " |")
+        lines.append("| | CPU | " + " | ".join(cpu) + " |")
+        lines.append("| | peak RSS after | " + " | ".join(peak) + " |")
     return lines
 
 
@@ -417,7 +439,8 @@ def section_text(rows: list[dict], info: dict) -> str:
             "",
             *table_lines(rows),
             "",
-            "Steps of (b), in seconds (`timings` of the scorer's result):",
+            "Steps of (b): wall and CPU seconds (all threads of the process) and the process's "
+            "peak RSS at the end of each step:",
             "",
             *steps_lines(rows),
             "",

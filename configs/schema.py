@@ -270,7 +270,7 @@ class ModelConfig(Section):
     """LightGBM, its imbalance handling and the probability calibration."""
 
     seed: int = 42
-    num_threads: int = 2
+    num_threads: int = Field(1, ge=1)
     num_boost_round: int = 2000
     early_stopping_rounds: int = 100
     early_stopping_metric: str = "average_precision"

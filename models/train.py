@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from configs.schema import Config
 from features.catalog import LABEL_COLUMN, feature_names
@@ -171,6 +172,14 @@ def fit_models(
     metadata: dict | None = None,
 ) -> FittedModels:
     """Fit LightGBM + calibration, the rule and logistic regression on one split."""
+    # BLAS/OpenMP pools (scikit-learn, numpy) use the same fixed thread count as LightGBM.
+    with threadpool_limits(limits=config.model.num_threads):
+        return _fit_models(train, validation, config, metadata)
+
+
+def _fit_models(
+    train: pd.DataFrame, validation: pd.DataFrame, config: Config, metadata: dict | None
+) -> FittedModels:
     timings: dict[str, float] = {}
     names = model_inputs(train, config)
     types = infer_feature_types(train, names)
@@ -256,6 +265,11 @@ SCORERS = ("model", "rule", "logistic")
 
 def evaluate_models(fitted: FittedModels, test: pd.DataFrame, config: Config) -> dict:
     """`Evaluation` of the model and each baseline on the same test rows."""
+    with threadpool_limits(limits=config.model.num_threads):
+        return _evaluate_models(fitted, test, config)
+
+
+def _evaluate_models(fitted: FittedModels, test: pd.DataFrame, config: Config) -> dict:
     y = _labels(test)
     out = {}
     out["model"] = evaluate_scores(test, y, fitted.model.predict_proba(test), config)

@@ -397,12 +397,14 @@ def score_pipeline(
     uri = model_uri or default_model_uri(config)
     texts = load_texts(config.scoring.language, config)
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
 
     def timed(name: str, func, *args, **kwargs):
         say(name)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = func(*args, **kwargs)
         timings[name] = round(time.perf_counter() - started, 3)
+        cpu[name] = round(time.process_time() - cpu_started, 3)
         return result
 
     if model is None:
@@ -437,7 +439,7 @@ def score_pipeline(
         **summarise(ranking),
     }
     paths = timed("write", write_step, out_dir, ranking, report, summary, config)
-    return {**summary, **paths, "timings": timings}
+    return {**summary, **paths, "timings": timings, "cpu_seconds": cpu}
 
 
 def _score_flow():

@@ -30,6 +30,7 @@ def school(trained_school):
 def workspace(school, monkeypatch):
     home, source, as_of = school
     monkeypatch.setenv("NOTALONE_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return source, as_of
 
 
@@ -58,6 +59,8 @@ def scored(school, tmp_path_factory):
     root = tmp_path_factory.mktemp("outputs")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NOTALONE_HOME", str(home))
+        # module fixtures run before the per-test reset: drop what earlier tests' workspaces set
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         for week in (as_of - timedelta(days=7), as_of):
             result = score(source, week, root / week.date().isoformat())
             assert result.exit_code == 0, result.output

@@ -67,6 +67,7 @@ def model_file(trained_school, tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "champion.pkl"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NOTALONE_HOME", str(home))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # left by earlier tests' workspaces
         path.write_bytes(pickle.dumps(load_model(None)))
     return path
 
@@ -75,6 +76,7 @@ def model_file(trained_school, tmp_path_factory):
 def week(trained_school, tmp_path, monkeypatch):
     home, source, _ = trained_school
     monkeypatch.setenv("NOTALONE_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     as_of = pd.Timestamp(read_school_info(source)["data_end"]).date().isoformat()
     out = tmp_path / "outputs" / as_of
     args = ["score", "--source", str(source), "--as-of", as_of, "--out", str(out), "--no-prefect"]
@@ -85,6 +87,7 @@ def week(trained_school, tmp_path, monkeypatch):
 
 def kill_child(mode: str, home: Path, source: Path, as_of: str, out: Path, model: Path) -> int:
     env = {**os.environ, "NOTALONE_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, mode, str(source), as_of, str(out), str(model)],
         cwd=REPO,
