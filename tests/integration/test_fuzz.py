@@ -44,12 +44,9 @@ from tests.fuzz import (
 )
 from tests.sources import write_source
 
-# Gaps found by this test (see docs/reliability.md, "Hostile input"):
-# - features_skips_validation: `notalone features` does not run the contract check, so it builds
-#   features from sources `validate` rejects (scores of 1e9, nulls in keys, unknown courses ...)
-#   and its own errors are raw DuckDB messages that do not name the table.
-# - zero_byte_assignments: a zero-byte assignments.csv is a warning for `validate` (an empty
-#   table) but `features` (and so `score`) fails on it with a DuckDB binder error.
+# Gaps found by this test (see docs/reliability.md, "Hostile input"). Fixed and so no longer listed:
+# features_skips_validation (`notalone features` now refuses a source `validate` rejects) and
+# zero_byte_assignments (a header-less CSV of a required table is now a validate error).
 # - score_skips_validation: `notalone score` does not run the contract check either, so it scores
 #   (and writes curator lists from) sources `validate` rejects, or crashes on them (a null
 #   student_id ends in an AttributeError). While listed, score runs only on accepted sources.
