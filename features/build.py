@@ -256,15 +256,22 @@ def _deadlines(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     """Per (enrollment, bin): deadlines passing, on-time and late submissions; recent misses."""
     step_s = plan.step_s
     recent = max(plan.windows)
+    # Clamp into the enrollment's bin grid (as events are): a deadline long before the grid must
+    # still count in the cumulative sums, or "missed" would go negative at scoring time.
+    lo, hi = f"n.k_first - {plan.lookback_bins + 1}", f"n.k_last + {plan.horizon_bins}"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE due AS
         SELECT e.eid,
-               CAST(floor((epoch(CAST(a.due_at AS TIMESTAMPTZ)) - n.anchor_s) / {step_s})
-                    AS INTEGER) AS due_bin,
+               LEAST(GREATEST(
+                   CAST(floor((epoch(CAST(a.due_at AS TIMESTAMPTZ)) - n.anchor_s) / {step_s})
+                        AS INTEGER), {lo}), {hi}) AS due_bin,
                epoch(CAST(a.due_at AS TIMESTAMPTZ)) AS due_s,
                f.submit_s,
-               CAST(floor((f.submit_s - n.anchor_s) / {step_s}) AS INTEGER) AS submit_bin
+               -- GREATEST/LEAST skip NULLs: keep "never submitted" NULL explicitly.
+               CASE WHEN f.submit_s IS NOT NULL THEN
+                   LEAST(GREATEST(CAST(floor((f.submit_s - n.anchor_s) / {step_s}) AS INTEGER),
+                                  {lo}), {hi}) END AS submit_bin
         FROM (SELECT DISTINCT CAST(assignment_id AS VARCHAR) AS assignment_id,
                      CAST(course_id AS VARCHAR) AS course_id, due_at FROM raw_assignments) a
         JOIN enr e ON e.course_id = a.course_id
