@@ -1,20 +1,26 @@
 """Benchmark of feature building (`make bench-features`), issue 3 item 6.
 
 On synthetic schools of about 1M, 10M and 50M events it measures, each step in its own process
-(wall time, peak RSS of the process tree):
+(wall time, CPU time and peak RSS of the process tree):
 
 (a) the floor: one DuckDB scan of the events table aggregating every column the features read,
     with the builder's DuckDB settings (threads, memory limit from config.features);
-(b) `notalone features --source DIR --all --out F.parquet`, end to end;
+(b) `notalone features --source DIR --all --out F.parquet`, end to end; at the `--profile` sizes
+    the same build also runs in process, split at the stages features/build.py reports (wall,
+    CPU, peak RSS and DuckDB spill per stage);
 (c) the straightforward pandas implementation (benchmarks/pandas_features.py): load the events,
     filter `ts < t` and group by enrolment for every weekly snapshot. Past a time budget it stops
     and extrapolates its snapshot loop from the snapshots it did (in random order, every course
     run sampled), and says so.
 
 It prints the ratios (b)/(a) and (c)/(b), checks that (b) and (c) agree on a random sample of
-rows, and writes the table to the "## Features" section of docs/performance.md (other sections of
-that file are kept). Synthetic schools are generated once into benchmarks/.data/ (git-ignored)
-and reused. Quick run: `python benchmarks/bench_features.py --sizes 200k --skip-pandas`.
+rows (and on the population size of every snapshot (c) did), and writes the tables to the
+"## Features" section of docs/performance.md (other sections of that file are kept). Each size's
+numbers are also saved to benchmarks/.data/results/ as soon as they are measured.
+
+Synthetic schools are generated once into benchmarks/.data/ (git-ignored), keyed by students and
+seed, and reused; delete the folder after changing the generator. Quick run:
+`python benchmarks/bench_features.py --sizes 200k --skip-pandas --profile ''`.
 """
 
 from __future__ import annotations
@@ -764,7 +770,8 @@ def run_size(target: int, args: argparse.Namespace, profiles: dict[str, dict]) -
             work = r["load_s"] + r["prepare_s"] + r["estimated_loop_s"]
             total = c.wall_s - r["loop_s"] + r["estimated_loop_s"]
             # CPU of the loop scales like its wall time when extrapolated.
-            cpu = c.cpu_s + r["loop_cpu_s"] * (r["estimated_loop_s"] / r["loop_s"] - 1)
+            stretch = r["estimated_loop_s"] / r["loop_s"] - 1 if r["loop_s"] > 0 else 0.0
+            cpu = c.cpu_s + r["loop_cpu_s"] * stretch
             row["c"] = {
                 "work_s": work,
                 "wall_s": total,
@@ -824,8 +831,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--profile",
         type=lambda s: [size_label(parse_size(x)) for x in s.split(",") if x],
-        default=["10M"],
-        help="sizes at which to also run (b) in process and time its stages (default 10M; "
+        default=["10M", "50M"],
+        help="sizes at which to also run (b) in process and time its stages (default 10M,50M; "
         "'' for none)",
     )
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/performance.md")
