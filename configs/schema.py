@@ -502,6 +502,7 @@ class ScoringConfig(Section):
     report_high_risk: float = Field(0.3, gt=0, lt=1)
     report_trend_weeks: int = Field(8, ge=1)
     report_histogram_bins: int = Field(20, ge=2)
+    lock_wait_seconds: float = Field(300.0, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> ScoringConfig:
@@ -549,7 +550,9 @@ class ScheduleConfig(Section):
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"schedule.timezone {self.timezone!r} is not a known time zone") from exc
+            raise ValueError(
+                f"schedule.timezone {self.timezone!r} is not a known time zone"
+            ) from exc
         if len(self.cron.split()) != 5:
             raise ValueError(f"schedule.cron {self.cron!r} needs 5 fields (min hour day month dow)")
         return self

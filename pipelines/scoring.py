@@ -23,6 +23,7 @@ messages go to `report_step(warnings=...)` and the result's "warnings").
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ import yaml
 from configs.schema import MESSAGES_DIR, Config
 from features.errors import NotaloneError
 from features.sources import SourceError, connect, locate_tables, read_table
+from features.validate import require_valid
 from interventions.messages import choose_messages
 from interventions.ranking import curator_lists, last_contact, rank_for_curators, risk_change
 from interventions.reasons import (
@@ -52,6 +54,7 @@ from interventions.report import ReportContext, build_report
 from interventions.routing import check_rule_features, fire_triggers, route, tiers_and_actions
 from interventions.texts import Texts, TextsError, check_texts_cover, parse_texts, render_entry
 from pipelines import outputs_store
+from pipelines.locks import workspace_lock
 from pipelines.settings import Workspace
 
 Progress = Callable[[str], None]
@@ -196,7 +199,8 @@ def course_titles_step(source: Path) -> pd.Series:
         titles = courses["title"].astype("str").where(courses["title"].notna(), ids)
     else:
         titles = ids
-    return pd.Series(titles.to_numpy(dtype=object), index=ids.to_numpy(dtype=object))
+    titles = pd.Series(titles.to_numpy(dtype=object), index=ids.to_numpy(dtype=object))
+    return titles[~titles.index.duplicated()]  # an exact duplicate course row is only a warning
 
 
 def rank_step(
@@ -465,21 +469,44 @@ def run_score(
     from configs import load_config
 
     config = config or load_config()
-    Workspace.resolve().activate()
+    workspace = Workspace.resolve().activate()
     err = Console(stderr=True)
-    flow = _score_flow() if use_prefect else None
-    if flow is not None:
-        result = flow(
-            source=str(source),
-            as_of=parse_as_of(as_of).isoformat(),
-            model_uri=model_uri,
-            out=str(out) if out is not None else None,
-            config=config,
-        )
-    else:
-        result = score_pipeline(
-            source, as_of, model_uri, out, config, progress=lambda m: err.print(f"[dim]{m}[/dim]")
-        )
+    when = parse_as_of(as_of)
+    # A source that breaks the contract is never scored: its lists would be silently wrong.
+    with err.status("validating the source"):
+        report = require_valid(Path(source), config.validation, temp_dir=workspace.tmp)
+    if report.warnings:
+        err.print(f"[yellow]{len(report.warnings)} validation warning(s)[/yellow]")
+    week = output_folder(out, when, workspace)
+    # Two scorers of the same week would interleave files: the second waits, then stops.
+    lock_name = "score-" + hashlib.sha256(str(week).encode()).hexdigest()[:16]
+    with workspace_lock(
+        workspace.locks,
+        lock_name,
+        config.scoring.lock_wait_seconds,
+        on_wait=lambda m: err.print(f"[yellow]{m}[/yellow]"),
+    ):
+        flow = _score_flow() if use_prefect else None
+        if flow is not None:
+            from pipelines.flows import reporting
+
+            with reporting(lambda m: err.print(f"[dim]{m}[/dim]")):
+                result = flow(
+                    source=str(source),
+                    as_of=when.isoformat(),
+                    model_uri=model_uri,
+                    out=str(out) if out is not None else None,
+                    config=config,
+                )
+        else:
+            result = score_pipeline(
+                source,
+                when,
+                model_uri,
+                out,
+                config,
+                progress=lambda m: err.print(f"[dim]{m}[/dim]"),
+            )
     print_summary(result)
     return result
 
