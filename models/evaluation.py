@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 from configs.schema import Config
@@ -32,6 +33,20 @@ def ranking_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
         "roc_auc": float(roc_auc_score(y, score)),
         "pr_auc": float(average_precision_score(y, score)),
     }
+
+
+def rank_roc_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC-AUC from average ranks (Mann-Whitney U): equal to sklearn's, without its overhead.
+
+    Segment tables compute it for dozens of small groups, where the validation per call dominates.
+    """
+    y = np.asarray(y, dtype=int)
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = rankdata(score, method="average")
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def probability_metrics(y: np.ndarray, prob: np.ndarray, clip: float) -> dict[str, float]:
@@ -139,7 +154,7 @@ def segment_table(
                     "value": value,
                     "rows": int(m.sum()),
                     "base_rate": float(y[m].mean()),
-                    "roc_auc": ranking_metrics(y[m], score[m])["roc_auc"],
+                    "roc_auc": rank_roc_auc(y[m], score[m]),
                     "flagged_share": float(flagged[m].mean()),
                 }
             )

@@ -699,16 +699,19 @@ def run_compare(
     _write_atomic(folder / "compare.md", f"# Training runs: {name}\n\n" + to_markdown(table))
 
     top = top_label(config.evaluation.top_share)
-    shown = Table(title=f"recent training runs in {name!r} (champion: version {champion or '-'})")
-    for col in ("started", "version", "champion", "test_window"):
-        shown.add_column(col)
-    for metric in ("pr_auc", "roc_auc", "brier", f"precision_{top}"):
-        for scorer in SCORERS:
-            shown.add_column(f"{scorer}\n{metric}", justify="right")
+    shown = Table(
+        title=f"recent training runs in {name!r}; champion: version {champion or '-'}",
+        caption="metric cells: model / rule / logistic on the run's test rows",
+    )
+    for col in ("started", "ver", "champ", "test window"):
+        shown.add_column(col, no_wrap=True)
+    metrics = ("pr_auc", "roc_auc", "brier", f"precision_{top}")
+    for metric in metrics:
+        shown.add_column(metric, justify="right", no_wrap=True)
     for record in table.to_dict("records"):
         cells = [str(record[c]) for c in ("started", "version", "champion", "test_window")]
-        for metric in ("pr_auc", "roc_auc", "brier", f"precision_{top}"):
-            cells.extend(_fmt(record.get(f"{scorer}_{metric}")) for scorer in SCORERS)
+        for metric in metrics:
+            cells.append("/".join(_fmt(record.get(f"{s}_{metric}")) for s in SCORERS))
         shown.add_row(*cells)
     console = Console()
     console.print(shown)

@@ -79,7 +79,6 @@ def trained(tmp_path_factory, school, mlflow_template):
         base = ["train", "--source", str(school), "--json", "--no-prefect", "--config"]
         first = json.loads(_invoke([*base, str(configs["fast"])]).stdout)
         second = json.loads(_invoke([*base, str(configs["worse"])]).stdout)
-    print("timings", first["seconds"], second["seconds"])
     return {"home": home, "first": first, "second": second}
 
 

@@ -151,3 +151,14 @@ def test_many_valued_numeric_segments_are_binned():
     assert segment_values(few, max_values=12, bins=4).equals(few)
     with_missing = pd.Series([np.nan, *range(50)], dtype=float)
     assert segment_values(with_missing, 12, 4).isna().sum() == 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rank_auc_equals_sklearn_with_ties(seed):
+    from models.evaluation import rank_roc_auc
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 300)
+    score = rng.integers(0, 20, 300).astype(float)  # many ties
+    assert rank_roc_auc(y, score) == pytest.approx(ranking_metrics(y, score)["roc_auc"])
+    assert math.isnan(rank_roc_auc(np.zeros(5), np.arange(5.0)))

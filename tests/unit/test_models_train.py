@@ -57,9 +57,7 @@ def test_same_data_and_config_give_the_same_metrics(data, config, fitted):
     second = evaluate_models(again, test, config)
     for scorer in first:
         assert first[scorer].metrics == second[scorer].metrics
-    np.testing.assert_array_equal(
-        fitted.model.predict_proba(test), again.model.predict_proba(test)
-    )
+    np.testing.assert_array_equal(fitted.model.predict_proba(test), again.model.predict_proba(test))
 
 
 def test_model_beats_the_rule_and_records_calibration(data, config, fitted):
