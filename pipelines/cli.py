@@ -230,9 +230,11 @@ def demo(
     config: ConfigOpt = None,
 ) -> None:
     """The whole weekly job on a synthetic school: generate, train, score, report."""
+    from configs.schema import CONFIG_DIR
     from pipelines.demo import run_demo
 
-    run_demo(students=students, config=load(config))
+    # The synthetic school has silent quitters: its overlay counts inactivity as dropout.
+    run_demo(students=students, config=load(config or CONFIG_DIR / "synthetic.yaml"))
 
 
 @app.command()
