@@ -16,8 +16,8 @@ from features.validate import require_valid
 from pipelines.settings import Workspace
 
 
-def parse_as_of(value: str) -> datetime:
-    """An ISO date or datetime; naive values are taken as UTC."""
+def parse_as_of(value: str | datetime) -> datetime:
+    """An ISO date/datetime or a datetime, as UTC; naive values are taken as UTC."""
     import pandas as pd
 
     try:

@@ -54,6 +54,7 @@ from interventions.report import ReportContext, build_report
 from interventions.routing import check_rule_features, fire_triggers, route, tiers_and_actions
 from interventions.texts import Texts, TextsError, check_texts_cover, parse_texts, render_entry
 from pipelines import outputs_store
+from pipelines.featurize import parse_as_of
 from pipelines.locks import workspace_lock
 from pipelines.settings import Workspace
 
@@ -67,21 +68,6 @@ class ScoringError(NotaloneError):
 
 
 # --------------------------------------------------------------------------------- inputs
-
-
-def parse_as_of(value: str | datetime) -> datetime:
-    """An ISO date/datetime or a datetime; naive values are UTC."""
-    if isinstance(value, datetime):
-        ts = pd.Timestamp(value)
-    else:
-        try:
-            ts = pd.Timestamp(value)
-        except (ValueError, TypeError) as exc:
-            raise ScoringError(f"--as-of {value!r} is not an ISO date like 2026-03-02") from exc
-    if pd.isna(ts):
-        raise ScoringError(f"--as-of {value!r} is not an ISO date like 2026-03-02")
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.to_pydatetime()
 
 
 def default_model_uri(config: Config) -> str:
