@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import resource
 import signal
 import subprocess
@@ -230,3 +231,23 @@ def fmt_seconds(s: float | None) -> str:
     if s >= 120:
         return f"{s / 60:.1f} min"
     return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
+
+
+def write_doc_section(doc: Path, section: str, text: str, info: dict) -> None:
+    """Replace one "## ..." section of docs/performance.md, keeping every other section."""
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    if doc.is_file():
+        old = doc.read_text()
+    else:
+        old = (
+            "# Performance\n\n"
+            f"Benchmarks of notalone, measured on a {info['cores']}-core machine "
+            f"({info['cpu']}, {fmt_bytes(info['memory_total'])} RAM) by the `make bench-*` "
+            "targets; each section is written by its own script.\n\n"
+        )
+    pattern = re.compile(rf"^{re.escape(section)}\s*\n.*?(?=^## |\Z)", re.M | re.S)
+    if pattern.search(old):
+        new = pattern.sub(lambda _m: text + "\n", old, count=1)
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    doc.write_text(new.rstrip("\n") + "\n")

@@ -40,6 +40,7 @@ from _measure import (
     fmt_seconds,
     machine,
     run_python_step,
+    write_doc_section,
     write_result,
 )
 
@@ -451,23 +452,7 @@ def section_text(rows: list[dict], info: dict) -> str:
 
 
 def write_section(text: str, info: dict) -> None:
-    """Replace the "## Scoring" section of docs/performance.md, keeping every other section."""
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    if DOC.is_file():
-        old = DOC.read_text()
-    else:
-        old = (
-            "# Performance\n\n"
-            f"Benchmarks of notalone, measured on a {info['cores']}-core machine "
-            f"({info['cpu']}, {fmt_bytes(info['memory_total'])} RAM) by the `make bench-*` "
-            "targets; each section is written by its own script.\n\n"
-        )
-    pattern = re.compile(rf"^{re.escape(SECTION)}\s*\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(old):
-        new = pattern.sub(lambda _m: text + "\n", old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    DOC.write_text(new.rstrip("\n") + "\n")
+    write_doc_section(DOC, SECTION, text, info)
 
 
 # -------------------------------------------------------------------------------------- main
