@@ -343,38 +343,12 @@ def train_flow(source: str, config: ConfigParam = None, experiment: str | None =
     clock.lap("log")
     registered = with_retries(register_task, cfg)(logged, fitted, evaluations, frame, split, cfg)
     clock.lap("register")
-    result = _training_result(logged, registered, fitted, split, evaluations, cfg, clock.seconds)
+    from pipelines.training import training_result
+
+    result = training_result(logged, registered, fitted, split, evaluations, cfg, clock.seconds)
     result["flow_run_id"] = prefect_store.current_flow_run_id()
     _publish_training_summary(result)
     return result
-
-
-def _training_result(
-    logged, registered, fitted, split, evaluations, config: Config, seconds: dict[str, float]
-):
-    """The same result `pipelines.training.train_pipeline` returns (printed by `run_train`)."""
-    from pipelines import training
-
-    name = config.registry.model_name
-    return training._clean(
-        {
-            "run_id": logged.run_id,
-            "experiment": logged.experiment,
-            "model_name": name,
-            "version": registered["version"],
-            "aliases": registered["aliases"],
-            "promoted": registered["promoted"],
-            "promotion": registered["decision"],
-            "model_uri": f"models:/{name}/{registered['version']}",
-            "calibration": fitted.info["calibration"],
-            "best_iteration": fitted.info["best_iteration"],
-            "split": {
-                k: split.summary[k] for k in ("method", "boundary", "train", "validation", "test")
-            },
-            "metrics": {scorer: ev.metrics for scorer, ev in evaluations.items()},
-            "seconds": seconds,
-        }
-    )
 
 
 def _publish_training_summary(result: dict) -> None:

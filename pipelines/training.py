@@ -506,23 +506,31 @@ def train_pipeline(
     say("registering the model")
     registered = register_step(logged, fitted, evaluations, frame, split, config)
     lap("register")
+    return training_result(logged, registered, fitted, split, evaluations, config, timings)
+
+
+def training_result(
+    logged, registered, fitted, split, evaluations, config: Config, seconds: dict[str, float]
+) -> dict[str, Any]:
+    """What a training returns and `notalone train --json` prints (the direct path and the flow)."""
+    name = config.registry.model_name
     return _clean(
         {
             "run_id": logged.run_id,
             "experiment": logged.experiment,
-            "model_name": config.registry.model_name,
+            "model_name": name,
             "version": registered["version"],
             "aliases": registered["aliases"],
             "promoted": registered["promoted"],
             "promotion": registered["decision"],
-            "model_uri": f"models:/{config.registry.model_name}/{registered['version']}",
+            "model_uri": f"models:/{name}/{registered['version']}",
             "calibration": fitted.info["calibration"],
             "best_iteration": fitted.info["best_iteration"],
             "split": {
                 k: split.summary[k] for k in ("method", "boundary", "train", "validation", "test")
             },
-            "metrics": {name: ev.metrics for name, ev in evaluations.items()},
-            "seconds": timings,
+            "metrics": {scorer: ev.metrics for scorer, ev in evaluations.items()},
+            "seconds": seconds,
         }
     )
 
