@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from configs.schema import Config
 from features.catalog import KEY_COLUMNS, LABEL_COLUMN, META_COLUMNS, feature_names
-from features.contract import ATTR_PREFIX, EventType
+from features.contract import ATTR_PREFIX, EVENTS, EventType
 from features.errors import NotaloneError
 from features.sources import SourceError, connect, register_views
 
@@ -167,89 +167,136 @@ def _prepare_base_tables(
     return attrs
 
 
-def _rollups(con: duckdb.DuckDBPyConnection, plan: Plan, progress: Progress) -> None:
-    """One pass over events: exact duplicates dropped, rolled up to (enrollment, bin)."""
+def has_duplicate_events(con: duckdb.DuckDBPyConnection) -> bool:
+    """Might the events hold exact duplicate rows? (A repeated 64-bit row hash, as validate.)
+
+    A hash collision only sends the build down the exact (slower) de-duplicating path.
+    """
+    present = [c.name for c in EVENTS.columns if _has_column(con, "raw_events", c.name)]
+    cols = ", ".join(_q(c) for c in present)
+    (repeats,) = con.execute(
+        f"SELECT count(*) FROM (SELECT hash({cols}) AS h FROM raw_events "
+        "GROUP BY h HAVING count(*) > 1)"
+    ).fetchall()[0]
+    return repeats > 0
+
+
+def _events_sql(con: duckdb.DuckDBPyConnection, distinct: bool, where: str = "") -> str:
+    """Events joined to their enrollment (unknown ones drop out: validate reports them).
+
+    `distinct` drops exact duplicates; it groups every event row, so it is used only when
+    duplicates may exist. Nothing is materialised: the rows stream into the aggregation.
+    """
+    has = _has_column
+    item = "CAST(x.item_id AS VARCHAR)" if has(con, "raw_events", "item_id") else "NULL::VARCHAR"
+    value = "CAST(x.value AS DOUBLE)" if has(con, "raw_events", "value") else "NULL::DOUBLE"
+    ts = "epoch(CAST(x.ts AS TIMESTAMPTZ))"
+    return f"""
+        SELECT {"DISTINCT" if distinct else ""} e.eid, {ts} AS ts_s,
+               CAST(x.event_type AS VARCHAR) AS event_type, {item} AS item_id, {value} AS value,
+               CAST(floor(({ts} - e.anchor_s) / {DAY_SECONDS}) AS INTEGER) AS day
+        FROM raw_events x
+        JOIN (SELECT e.eid, e.student_id, e.course_id, a.anchor_s
+              FROM enr e JOIN anchors a USING (course_id)) e
+          ON e.student_id = CAST(x.student_id AS VARCHAR)
+         AND e.course_id = CAST(x.course_id AS VARCHAR)
+        WHERE x.ts IS NOT NULL {where}
+    """
+
+
+def _rollups(
+    con: duckdb.DuckDBPyConnection, plan: Plan, progress: Progress, duplicates: bool | None
+) -> None:
+    """One pass over events rolled up to (enrollment, bin); submissions and feedback apart."""
     step_s = plan.step_s
-    type_counts = ",\n".join(
-        f"count(*) FILTER (WHERE event_type = '{t}') AS n_{stem}" for stem, t in COUNTED_TYPES
-    )
+    steps_per_day = step_s // DAY_SECONDS
     submit, login, feedback = (
         EventType.ASSIGNMENT_SUBMIT.value,
         EventType.LOGIN.value,
         EventType.FEEDBACK.value,
     )
-    has = _has_column
-    item = "CAST(x.item_id AS VARCHAR)" if has(con, "raw_events", "item_id") else "NULL::VARCHAR"
-    value = "CAST(x.value AS DOUBLE)" if has(con, "raw_events", "value") else "NULL::DOUBLE"
-
-    # Events are joined to their enrollment first, then exact duplicates are dropped on narrow
-    # numeric keys (eid instead of two strings), and the result streams straight into the
-    # aggregation: no copy of the events is ever materialised. Unknown enrollments drop out here
-    # (validate reports them).
-    def events_sql(where: str = "") -> str:
-        ts = "epoch(CAST(x.ts AS TIMESTAMPTZ))"
-        return f"""
-            SELECT DISTINCT e.eid, {ts} AS ts_s, CAST(x.event_type AS VARCHAR) AS event_type,
-                   {item} AS item_id, {value} AS value,
-                   CAST(floor(({ts} - e.anchor_s) / {DAY_SECONDS}) AS INTEGER) AS day
-            FROM raw_events x
-            JOIN (SELECT e.eid, e.student_id, e.course_id, a.anchor_s
-                  FROM enr e JOIN anchors a USING (course_id)) e
-              ON e.student_id = CAST(x.student_id AS VARCHAR)
-             AND e.course_id = CAST(x.course_id AS VARCHAR)
-            WHERE x.ts IS NOT NULL {where}
+    if duplicates is None:
+        progress("duplicate check")
+        duplicates = has_duplicate_events(con)
+    # Counting by a small integer code is cheaper than comparing strings once per counted type.
+    code = " ".join(f"WHEN '{t}' THEN {i}" for i, (_, t) in enumerate(COUNTED_TYPES))
+    type_counts = ", ".join(
+        f"count(*) FILTER (WHERE type_code = {i}) AS n_{stem}"
+        for i, (stem, _) in enumerate(COUNTED_TYPES)
+    )
+    login_code = next(i for i, (_, t) in enumerate(COUNTED_TYPES) if t == login)
+    # Every enrollment's bin grid spans its history and label horizon; bins outside it are
+    # clamped into its first/last bin, so cumulative sums lose nothing.
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE edges AS
+        SELECT e.eid, a.k_first - {plan.lookback_bins + 1} AS lo,
+               a.k_last + {plan.horizon_bins} AS hi
+        FROM enr e JOIN anchors a USING (course_id)
         """
+    )
 
+    def clamped_bin(day: str) -> str:
+        return f"LEAST(GREATEST(CAST(floor({day} / {steps_per_day}) AS INTEGER), g.lo), g.hi)"
+
+    sums = ", ".join(f"sum(n_{stem}) AS n_{stem}" for stem, _ in COUNTED_TYPES)
     progress("daily rollup")
+    # Events -> (enrollment, day) -> (enrollment, bin) in one statement: the day level (needed
+    # for active days) is never stored.
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE activity_bins AS
+        SELECT d.eid, {clamped_bin("d.day")} AS bin,
+               sum(n_events) AS n_events, count(*) AS n_active_days, {sums},
+               max(last_s) AS last_s, max(last_login_s) AS last_login_s
+        FROM (
+            SELECT eid, day, count(*) AS n_events, {type_counts},
+                   max(ts_s) AS last_s,
+                   max(ts_s) FILTER (WHERE type_code = {login_code}) AS last_login_s
+            FROM (SELECT eid, day, ts_s, CASE event_type {code} ELSE -1 END AS type_code
+                  FROM ({_events_sql(con, duplicates)}))
+            GROUP BY eid, day
+        ) d JOIN edges g USING (eid)
+        GROUP BY ALL
+        """
+    )
+    progress("submissions and feedback")
+    # Few rows: always de-duplicated exactly, so score sums never count a copy twice.
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE marks AS
+        {_events_sql(con, True, f"AND x.event_type IN ('{submit}', '{feedback}')")}
+        """
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE first_submit AS
+        SELECT eid, item_id, min(ts_s) AS submit_s FROM marks
+        WHERE event_type = '{submit}' AND item_id IS NOT NULL
+        GROUP BY eid, item_id
+        """
+    )
     # Same-time submissions (OULAD dates are whole days) tie on ts: the higher score wins, so the
     # result never depends on thread scheduling.
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE daily AS
-        SELECT eid, day,
-               count(*) AS n_events,
-               {type_counts},
-               max(ts_s) AS last_s,
-               max(ts_s) FILTER (WHERE event_type = '{submit}') AS last_submit_s,
-               max(ts_s) FILTER (WHERE event_type = '{login}') AS last_login_s,
-               sum(value) FILTER (WHERE event_type = '{submit}') AS score_sum,
-               count(value) FILTER (WHERE event_type = '{submit}') AS score_n,
-               arg_max(value, [ts_s, value]) FILTER (WHERE event_type = '{submit}') AS score_last,
-               max(ts_s) FILTER (WHERE event_type = '{submit}' AND value IS NOT NULL)
-                   AS score_last_s,
-               arg_max(value, [ts_s, value]) FILTER (WHERE event_type = '{feedback}')
-                   AS feedback_last,
-               max(ts_s) FILTER (WHERE event_type = '{feedback}' AND value IS NOT NULL)
-                   AS feedback_last_s
-        FROM ({events_sql()}) GROUP BY eid, day
+        CREATE OR REPLACE TEMP TABLE bins_cc AS
+        SELECT * FROM activity_bins FULL JOIN (
+            SELECT m.eid, {clamped_bin("m.day")} AS bin,
+                   max(ts_s) FILTER (WHERE event_type = '{submit}') AS last_submit_s,
+                   sum(value) FILTER (WHERE event_type = '{submit}') AS score_sum,
+                   count(value) FILTER (WHERE event_type = '{submit}') AS score_n,
+                   arg_max(value, [ts_s, value]) FILTER (WHERE event_type = '{submit}')
+                       AS score_last,
+                   arg_max(value, [ts_s, value]) FILTER (WHERE event_type = '{feedback}')
+                       AS feedback_last
+            FROM marks m JOIN edges g USING (eid)
+            GROUP BY ALL
+        ) USING (eid, bin)
         """
     )
-    progress("first submissions")
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE first_submit AS
-        SELECT eid, item_id, min(ts_s) AS submit_s
-        FROM ({events_sql(f"AND x.event_type = '{submit}' AND x.item_id IS NOT NULL")})
-        GROUP BY eid, item_id
-        """
-    )
-    steps_per_day = step_s // DAY_SECONDS
-    sums = ",\n".join(f"sum(n_{stem}) AS n_{stem}" for stem, _ in COUNTED_TYPES)
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE bins AS
-        SELECT eid, CAST(floor(day / {steps_per_day}) AS INTEGER) AS bin,
-               sum(n_events) AS n_events, count(*) AS n_active_days, {sums},
-               max(last_s) AS last_s, max(last_submit_s) AS last_submit_s,
-               max(last_login_s) AS last_login_s,
-               sum(score_sum) AS score_sum, sum(score_n) AS score_n,
-               arg_max(score_last, score_last_s) AS score_last, max(score_last_s) AS score_last_s,
-               arg_max(feedback_last, feedback_last_s) AS feedback_last,
-               max(feedback_last_s) AS feedback_last_s
-        FROM daily GROUP BY ALL
-        """
-    )
-    con.execute("DROP TABLE daily")
+    for table in ("activity_bins", "marks", "edges"):
+        con.execute(f"DROP TABLE {table}")
 
 
 def _deadlines(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
@@ -308,38 +355,11 @@ def _deadlines(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     con.execute("DROP TABLE first_submit")
 
 
-def _grid_tables(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
-    """Per-enrollment dense bin grid (history + horizon) and per-bin sums with clamped edges."""
-    b_lo = f"a.k_first - {plan.lookback_bins + 1}"
-    b_hi = f"a.k_last + {plan.horizon_bins}"
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE grid AS
-        SELECT e.eid, g.bin
-        FROM enr e JOIN anchors a USING (course_id),
-             LATERAL (SELECT unnest(range({b_lo}, {b_hi} + 1)) AS bin) g
-        """
-    )
-    # Bins outside the grid are clamped into its first/last bin, so cumulative sums lose nothing.
-    sums = ", ".join(
-        f"sum(b.n_{stem}) AS n_{stem}"
-        for stem in ("events", "active_days", *(s for s, _ in COUNTED_TYPES))
-    )
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE bins_cc AS
-        SELECT b.eid, LEAST(GREATEST(b.bin, {b_lo}), {b_hi}) AS bin, {sums},
-               max(b.last_s) AS last_s, max(b.last_submit_s) AS last_submit_s,
-               max(b.last_login_s) AS last_login_s, sum(b.score_sum) AS score_sum,
-               sum(b.score_n) AS score_n, arg_max(b.score_last, b.score_last_s) AS score_last,
-               arg_max(b.feedback_last, b.feedback_last_s) AS feedback_last
-        FROM bins b JOIN enr e USING (eid) JOIN anchors a USING (course_id)
-        GROUP BY ALL
-        """
-    )
-    con.execute("DROP TABLE bins")  # consumed: free its memory before the per-chunk stage
-    # First bin in which each course run saw each event type: type-specific features are null
-    # (unknown, not zero) for a run that has no such data before t.
+def _course_first(con: duckdb.DuckDBPyConnection) -> None:
+    """First bin in which each course run saw each event type.
+
+    Type-specific features are null (unknown, not zero) for a run with no such data before t.
+    """
     first_seen = ", ".join(
         f"min(bin) FILTER (WHERE n_{stem} > 0) AS first_{stem}" for stem, _ in COUNTED_TYPES
     )
@@ -372,64 +392,99 @@ GRID_ZERO_FILLED = (
 )
 
 
-def _fetch_grid(con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> dict[str, np.ndarray]:
-    """Grid rows of enrollments lo..hi, sorted by (eid, bin), as float arrays (NaN = none)."""
-    zero = ", ".join(f"coalesce({c}, 0)::DOUBLE AS {c}" for c in GRID_ZERO_FILLED)
-    vals = ", ".join(f"{c}::DOUBLE AS {c}" for c in GRID_VALUES)
-    result = con.execute(
-        f"""
-        SELECT g.eid, g.bin, {zero}, {vals}
-        FROM grid g
-        LEFT JOIN bins_cc b ON b.eid = g.eid AND b.bin = g.bin
-        LEFT JOIN due_bins d ON d.eid = g.eid AND d.bin = g.bin
-        LEFT JOIN due_recent r ON r.eid = g.eid AND r.k = g.bin
-        WHERE g.eid BETWEEN {lo} AND {hi}
-        ORDER BY g.eid, g.bin
-        """
-    ).fetchnumpy()
-    return {k: np.ma.filled(v, np.nan) if np.ma.isMaskedArray(v) else v for k, v in result.items()}
+def _fetch_grid(
+    con: duckdb.DuckDBPyConnection, enr: pd.DataFrame, lo: int, hi: int, plan: Plan
+) -> dict[str, np.ndarray]:
+    """The dense bin grid of enrollments lo..hi, sorted by (eid, bin), as float arrays.
+
+    Each enrollment's grid covers its history and label horizon; the sparse per-bin tables are
+    fetched and scattered into it (counts default to 0, values to NaN = none).
+    """
+    chunk = enr.loc[lo:hi]
+    first = (chunk["k_first"].to_numpy(dtype=np.int64)) - (plan.lookback_bins + 1)
+    sizes = chunk["k_last"].to_numpy(dtype=np.int64) + plan.horizon_bins - first + 1
+    offsets = np.r_[0, np.cumsum(sizes)[:-1]]
+    n = int(sizes.sum())
+    eids = chunk.index.to_numpy(dtype=np.int64)
+    grid = {
+        "eid": np.repeat(eids, sizes),
+        "bin": np.repeat(first, sizes) + np.arange(n) - np.repeat(offsets, sizes),
+    }
+    grid |= {c: np.zeros(n) for c in GRID_ZERO_FILLED}
+    grid |= {c: np.full(n, np.nan) for c in GRID_VALUES}
+    sparse = (
+        ("bins_cc", "bin", [*(f"n_{s}" for s in GRID_COUNTS), "score_n", *GRID_VALUES]),
+        ("due_bins", "bin", ["n_due", "n_on_time", "n_late"]),
+        ("due_recent", "k", ["due_recent", "missed_recent"]),
+    )
+    for table, bin_col, cols in sparse:
+        values = ", ".join(f"{c}::DOUBLE AS {c}" for c in cols)
+        rows = con.execute(
+            f"SELECT eid, {bin_col} AS bin, {values} FROM {table} WHERE eid BETWEEN {lo} AND {hi}"
+        ).fetchnumpy()
+        where = np.asarray(rows["eid"], dtype=np.int64) - lo  # eids are consecutive integers
+        offset = np.asarray(rows["bin"], dtype=np.int64) - first[where]
+        inside = (offset >= 0) & (offset < sizes[where])  # recent misses may reach past the grid
+        at = offsets[where[inside]] + offset[inside]
+        for c in cols:
+            fill = 0.0 if c in GRID_ZERO_FILLED else np.nan
+            grid[c][at] = np.ma.filled(np.ma.asarray(rows[c], dtype=float), fill)[inside]
+    return grid
 
 
 class _Windows:
-    """Window sums over a sorted (eid, bin) grid: rows before each row, within its enrollment."""
+    """Window sums over a sorted (eid, bin) grid, evaluated at the rows `at` only.
 
-    def __init__(self, eid: np.ndarray):
+    Every sum is over rows before the evaluated row within its enrollment; running sums are over
+    the whole grid (history rows count), but results are gathered for snapshot rows alone.
+    """
+
+    def __init__(self, eid: np.ndarray, at: np.ndarray):
         n = len(eid)
-        self.idx = np.arange(n)
         new_group = np.r_[True, eid[1:] != eid[:-1]]
         starts = np.flatnonzero(new_group)
-        ends = np.r_[starts[1:], n]
-        self.start = np.repeat(starts, ends - starts)
-        self.end = np.repeat(ends, ends - starts)
-        self.group = np.cumsum(new_group)
-        self._cums: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        sizes = np.diff(np.r_[starts, n])
+        self.n = n
+        self.at = at
+        self.start = np.repeat(starts, sizes)[at]
+        self.end = np.repeat(starts + sizes, sizes)[at]
+        # The same column feeds several windows and the same window several columns: running
+        # sums (kept with their column, so its id stays valid) and window starts are cached.
+        self._cums: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._lows: dict[int | None, np.ndarray] = {None: self.start}
 
-    def _cum(self, x: np.ndarray) -> np.ndarray:
-        # The same column feeds several windows: compute its running sum once.
+    def _cum(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Running sum of x (with a leading 0) and its values at the evaluated rows."""
         key = id(x)
         if key not in self._cums:
-            self._cums[key] = (x, np.concatenate(([0.0], np.cumsum(x))))
-        return self._cums[key][1]
+            cum = np.concatenate(([0.0], np.cumsum(x)))
+            self._cums[key] = (x, cum, cum[self.at])
+        return self._cums[key][1:]
 
     def before(self, x: np.ndarray, n: int | None = None) -> np.ndarray:
         """Sum of x over the n rows before each row (all earlier rows when n is None)."""
-        cum = self._cum(x)
-        lo = self.start if n is None else np.maximum(self.idx - n, self.start)
-        return cum[self.idx] - cum[lo]
+        cum, at_row = self._cum(x)
+        if n not in self._lows:
+            self._lows[n] = np.maximum(self.at - n, self.start)
+        return at_row - cum[self._lows[n]]
 
     def ahead(self, x: np.ndarray, n: int) -> np.ndarray:
         """Sum of x over this row and the n - 1 rows after it."""
-        cum = self._cum(x)
-        return cum[np.minimum(self.idx + n, self.end)] - cum[self.idx]
+        cum, at_row = self._cum(x)
+        return cum[np.minimum(self.at + n, self.end)] - at_row
 
     def lag(self, x: np.ndarray, j: int) -> np.ndarray:
-        src = self.idx - j
+        src = self.at - j
         return np.where(src >= self.start, x[np.maximum(src, 0)], np.nan)
 
     def last_before(self, x: np.ndarray) -> np.ndarray:
         """The last non-null x in the rows before each row (rows are in time order)."""
-        running = pd.Series(x).groupby(self.group).ffill().to_numpy(float)
-        return self.lag(running, 1)
+        # Index of the latest non-null row at or before each row; it belongs to the evaluated
+        # row's enrollment only if it is not before the enrollment's first row.
+        latest = np.maximum.accumulate(np.where(np.isnan(x), -1, np.arange(self.n)))
+        src = latest[np.maximum(self.at - 1, 0)]
+        ok = (self.at > self.start) & (src >= self.start)
+        return np.where(ok, x[np.maximum(src, 0)], np.nan)
 
 
 def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -437,9 +492,11 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
-def _window_features(g: dict[str, np.ndarray], plan: Plan, config: Config) -> dict[str, np.ndarray]:
-    """Every per-row feature of the grid (valid on snapshot rows), from the bins before it."""
-    w = _Windows(g["eid"])
+def _window_features(
+    g: dict[str, np.ndarray], at: np.ndarray, plan: Plan, config: Config
+) -> dict[str, np.ndarray]:
+    """Every windowed feature at the grid rows `at` (snapshot rows), from the bins before them."""
+    w = _Windows(g["eid"], at)
     out: dict[str, np.ndarray] = {
         "last_s": w.last_before(g["last_s"]),
         "last_submit_s": w.last_before(g["last_submit_s"]),
@@ -464,8 +521,8 @@ def _window_features(g: dict[str, np.ndarray], plan: Plan, config: Config) -> di
     out["deadlines_missed"] = due - on_time - late
     out["deadlines_late"] = late
     out["on_time_share"] = _divide(on_time, due)
-    out["deadlines_due_28d"] = g["due_recent"]
-    out["deadlines_missed_28d"] = g["missed_recent"]
+    out["deadlines_due_28d"] = g["due_recent"][at]
+    out["deadlines_missed_28d"] = g["missed_recent"][at]
     score_sum = np.nan_to_num(g["score_sum"])
     sum_all, n_all = w.before(score_sum), w.before(g["score_n"])
     recent = max(plan.windows)
@@ -481,30 +538,31 @@ def _window_features(g: dict[str, np.ndarray], plan: Plan, config: Config) -> di
     return out
 
 
-def _percent_rank(values: pd.Series, keys: list[pd.Series]) -> np.ndarray:
-    """SQL percent_rank within groups: (rank - 1) / (rows - 1), 0 for a single row."""
-    frame = pd.DataFrame(
-        {"v": values.to_numpy(), **{f"k{i}": k.to_numpy() for i, k in enumerate(keys)}}
-    )
-    by = [f"k{i}" for i in range(len(keys))]
-    rank = frame.groupby(by, sort=False)["v"].rank(method="min").to_numpy()
-    size = frame.groupby(by, sort=False)["v"].transform("size").to_numpy()
-    return np.where(size > 1, (rank - 1) / np.maximum(size - 1, 1), 0.0)
+def _percent_rank(values: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """SQL percent_rank within groups: (rank - 1) / (rows - 1), ties share the lowest rank.
+
+    A single row ranks 0. Plain numpy (one sort) rather than two pandas group-bys: it runs on
+    every snapshot row.
+    """
+    n = len(values)
+    order = np.lexsort((values, group))  # by group, then value (NaN last)
+    v, g = values[order], group[order]
+    rows = np.arange(n)
+    new_group = np.r_[True, g[1:] != g[:-1]]
+    new_value = new_group | np.r_[True, v[1:] != v[:-1]]
+    group_start = np.maximum.accumulate(np.where(new_group, rows, 0))
+    run_start = np.maximum.accumulate(np.where(new_value, rows, 0))
+    starts = np.flatnonzero(new_group)
+    size = np.repeat(np.diff(np.r_[starts, n]), np.diff(np.r_[starts, n]))
+    ranked = np.where(size > 1, (run_start - group_start) / np.maximum(size - 1, 1), 0.0)
+    ranked[np.isnan(v) & (size > 1)] = np.nan
+    out = np.empty(n)
+    out[order] = ranked
+    return out
 
 
-def _snapshot_rows(
-    g: dict[str, np.ndarray],
-    feats: dict[str, np.ndarray],
-    enr: pd.DataFrame,
-    course_first: pd.DataFrame,
-    plan: Plan,
-    config: Config,
-    attrs: list[str],
-    data_end_s: float,
-) -> pd.DataFrame:
-    """Keep grid rows that are snapshots of an enrollment in the population; name the features."""
-    # Decide which grid rows are snapshots on plain arrays first; gather the wide, string-heavy
-    # enrollment columns only for the rows kept (far fewer than grid rows).
+def _snapshot_index(g: dict[str, np.ndarray], enr: pd.DataFrame, plan: Plan) -> np.ndarray:
+    """Grid rows that are snapshots of an enrollment in the population at that time."""
     pos = enr.index.get_indexer(g["eid"])
     k = g["bin"].astype(np.int64)
 
@@ -519,10 +577,26 @@ def _snapshot_rows(
         & (per_row("enrolled_s") <= t_s)
         & ~(unenrolled < t_s)  # NaN (never unenrolled) stays in
     )
-    idx = np.flatnonzero(keep)
-    info = enr.take(pos[idx]).reset_index(drop=True)
-    k, t_s = k[idx], t_s[idx]
-    f = {name: values[idx] for name, values in feats.items()}
+    return np.flatnonzero(keep)
+
+
+def _snapshot_rows(
+    g: dict[str, np.ndarray],
+    at: np.ndarray,
+    f: dict[str, np.ndarray],
+    enr: pd.DataFrame,
+    course_first: pd.DataFrame,
+    plan: Plan,
+    config: Config,
+    attrs: list[str],
+    data_end_s: float,
+) -> pd.DataFrame:
+    """The snapshot rows `at` of the grid with their features `f`, labels and named columns."""
+    # The wide, string-heavy enrollment columns are gathered for snapshot rows only.
+    pos = enr.index.get_indexer(g["eid"][at])
+    info = enr.take(pos).reset_index(drop=True)
+    k = g["bin"][at].astype(np.int64)
+    t_s = info["anchor_s"].to_numpy(dtype=float) + k * plan.step_s
     first = course_first.reindex(info["course_id"]).reset_index(drop=True)
 
     def known(stem: str) -> np.ndarray:
@@ -567,15 +641,16 @@ def _snapshot_rows(
     cols["course_elapsed_share"] = _divide(t_s - start, end - start)
     cols["days_since_enrolment"] = (t_s - info["enrolled_s"].to_numpy()) / DAY_SECONDS
     cols["course_length_days"] = (end - start) / DAY_SECONDS
-    frame = pd.DataFrame(cols)
     last_w = config.features.windows_days[-1]
-    group = [frame["course_id"], pd.Series(k)]
+    # One group per (course run, snapshot): course codes are small, k fits beside them.
+    k_span, k_min = (int(k.max() - k.min()) + 1, int(k.min())) if len(k) else (1, 0)
+    group = info["course_code"].to_numpy(dtype=np.int64) * k_span + (k - k_min)
     for stem in ("events", "submissions"):
-        counts = pd.Series(f[f"{stem}_{last_w}d"])  # raw counts: rank even where type unknown
-        frame[f"{stem}_{last_w}d_pct_in_run"] = _percent_rank(counts, group)
+        counts = f[f"{stem}_{last_w}d"]  # raw counts: rank even where the type is unknown
+        cols[f"{stem}_{last_w}d_pct_in_run"] = _percent_rank(counts, group)
     for a in attrs:
-        frame[a] = info[a].to_numpy()
-    return frame
+        cols[a] = info[a].to_numpy()
+    return pd.DataFrame(cols, copy=False)
 
 
 def data_end(con: duckdb.DuckDBPyConnection) -> float:
@@ -623,8 +698,13 @@ def iter_feature_chunks(
     config: Config,
     as_of: datetime | None = None,
     progress: Progress | None = None,
+    duplicate_events: bool | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """Prepare the rollups on `con`; yield the snapshot frame in chunks of whole course runs."""
+    """Prepare the rollups on `con`; yield the snapshot frame in chunks of whole course runs.
+
+    `duplicate_events`: whether the events may hold exact duplicate rows (to be dropped). None
+    checks (one hash aggregation of the events); callers that validated the source know already.
+    """
     say = progress or (lambda _msg: None)
     plan = Plan.from_config(config)
     for table in ("courses", "enrollments", "events", "assignments"):
@@ -637,11 +717,11 @@ def iter_feature_chunks(
         end_s = data_end(con)
         say("snapshots")
         attrs = _prepare_base_tables(con, config, as_of, plan)
-        _rollups(con, plan, say)
+        _rollups(con, plan, say, duplicate_events)
         say("deadlines")
         _deadlines(con, plan)
         say("grid")
-        _grid_tables(con, plan)
+        _course_first(con)
         attr_sql = "".join(f", e.{_q(a)}" for a in attrs)
         enr = (
             con.execute(
@@ -655,16 +735,18 @@ def iter_feature_chunks(
             .df()
             .set_index("eid")
         )
+        enr["course_code"] = pd.factorize(enr["course_id"])[0]
         course_first = con.execute("SELECT * FROM course_first").df().set_index("course_id")
         grid_rows = enr["k_last"] - enr["k_first"] + plan.lookback_bins + 2 + plan.horizon_bins
         chunks = _course_chunks(enr, grid_rows, config.features.chunk_grid_rows)
         for i, (lo, hi) in enumerate(chunks, start=1):
             say(f"features {i}/{len(chunks)}")
-            grid = _fetch_grid(con, lo, hi)
+            grid = _fetch_grid(con, enr, lo, hi, plan)
             if not len(grid["eid"]):
                 continue
-            feats = _window_features(grid, plan, config)
-            frame = _snapshot_rows(grid, feats, enr, course_first, plan, config, attrs, end_s)
+            at = _snapshot_index(grid, enr, plan)
+            feats = _window_features(grid, at, plan, config)
+            frame = _snapshot_rows(grid, at, feats, enr, course_first, plan, config, attrs, end_s)
             yield _finish_frame(frame, config)
     except duckdb.Error as exc:
         raise FeatureError(
@@ -713,9 +795,13 @@ def open_source(source: str | Path, config: Config, temp_dir: Path | None = None
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.sort_values(["as_of", "course_id", "student_id"], kind="stable").reset_index(
-        drop=True
-    )
+    """Rows by (as_of, course_id, student_id).
+
+    Frames come in (course_id, student_id, as_of) order (enrollment ids are numbered in that
+    order), so a stable sort on as_of alone gives the full order without comparing strings.
+    """
+    order = np.argsort(frame["as_of"].to_numpy(dtype="int64"), kind="stable")
+    return frame.take(order).reset_index(drop=True)
 
 
 def build_feature_frame(
@@ -724,11 +810,12 @@ def build_feature_frame(
     as_of: datetime | None = None,
     progress: Progress | None = None,
     temp_dir: Path | None = None,
+    duplicate_events: bool | None = None,
 ) -> pd.DataFrame:
     """All weekly snapshots with labels (`as_of=None`) or one snapshot at `as_of`, as pandas."""
     con = open_source(source, config, temp_dir)
     try:
-        chunks = list(iter_feature_chunks(con, config, as_of, progress))
+        chunks = list(iter_feature_chunks(con, config, as_of, progress, duplicate_events))
     finally:
         con.close()
     if not chunks:
@@ -747,6 +834,7 @@ def write_feature_file(
     as_of: datetime | None = None,
     progress: Progress | None = None,
     temp_dir: Path | None = None,
+    duplicate_events: bool | None = None,
 ) -> int:
     """Write the snapshot frame to Parquet chunk by chunk (bounded memory); returns the row count.
 
@@ -758,7 +846,7 @@ def write_feature_file(
     writer: pq.ParquetWriter | None = None
     con = open_source(source, config, temp_dir)
     try:
-        for chunk in iter_feature_chunks(con, config, as_of, progress):
+        for chunk in iter_feature_chunks(con, config, as_of, progress, duplicate_events):
             with warnings.catch_warnings():
                 # pandas 3.1 deprecates .values on tz-aware columns, which pyarrow still calls.
                 warnings.simplefilter("ignore", category=Warning)

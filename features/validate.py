@@ -134,6 +134,11 @@ class ValidationReport:
     def ok(self) -> bool:
         return not self.errors
 
+    @property
+    def duplicate_events(self) -> bool:
+        """Were exact duplicate event rows found? Feature building then drops the copies."""
+        return any(p.table == "events" and p.check == "duplicate_row" for p in self.problems)
+
     def summary(self) -> str:
         """One line: counts of errors and warnings and where the first error is."""
         n_err, n_warn = len(self.errors), len(self.warnings)

@@ -120,7 +120,9 @@ def features(
     no_validate: Annotated[
         bool,
         typer.Option(
-            "--no-validate", help="Skip the contract check (for benchmarks and debugging)."
+            "--no-validate",
+            help="Skip the contract check and take the source as clean: exact duplicate "
+            "events are then not dropped (for benchmarks and debugging).",
         ),
     ] = False,
 ) -> None:

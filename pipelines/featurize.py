@@ -41,6 +41,9 @@ def run_features(
     ws = Workspace.resolve().activate()
     console = Console(stderr=True)
     when = parse_as_of(as_of) if as_of else None
+    # Without validation the source is taken as clean: exact duplicate events are not looked for
+    # (that check is a hash aggregation of every event, the cost validation already pays).
+    duplicate_events = False
     if validate:
         with console.status("validating the source"):
             report = require_valid(source, config.validation, temp_dir=ws.tmp)
@@ -49,6 +52,7 @@ def run_features(
                 f"[yellow]{len(report.warnings)} validation warning(s)[/yellow]; "
                 f"see `notalone validate --source {source}`"
             )
+        duplicate_events = report.duplicate_events
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with console.status("building features") as status:
@@ -59,6 +63,7 @@ def run_features(
             as_of=when,
             progress=lambda step: status.update(f"building features: {step}"),
             temp_dir=ws.tmp,
+            duplicate_events=duplicate_events,
         )
     seconds = time.perf_counter() - started
     con = duckdb.connect()
