@@ -372,6 +372,12 @@ def measure_features(source: Path, out: Path) -> Measurement:
     return run_measured(cmd, env=bench_env(), cwd=REPO)
 
 
+def measure_validate(source: Path) -> Measurement:
+    """`notalone validate`: the contract check the default `notalone features` runs first."""
+    cmd = [notalone_exe(), "validate", "--source", str(source)]
+    return run_measured(cmd, env=bench_env(), cwd=REPO)
+
+
 def measure_profile(source: Path, out: Path) -> Measurement:
     args = ["--child", "profile", "--source", str(source), "--out", str(out)]
     args += ["--config-json", str(CONFIG_JSON)]
@@ -517,12 +523,21 @@ def pandas_time_text(row: dict) -> str:
     return text
 
 
+def validate_text(r: dict) -> str:
+    if r.get("v_check_s") is None:
+        return "-"
+    return (
+        f"{fmt_seconds(r['v_check_s'])} (process {fmt_seconds(r['v_wall_s'])}, "
+        f"peak {fmt_bytes(r['v_peak'])})"
+    )
+
+
 def table_lines(rows: list[dict]) -> list[str]:
     """Two tables: what each approach took, and the ratios."""
     lines = [
         "| size | events | enrollments | snapshot rows | (a) floor scan | (b) features --all "
-        "| (b) peak RSS | (c) pandas | (c) peak RSS | load |",
-        "|---|---:|---:|---:|---|---|---:|---|---:|---:|",
+        "| (b) peak RSS | (v) validate | (c) pandas | (c) peak RSS | load |",
+        "|---|---:|---:|---:|---|---|---:|---|---|---:|---:|",
     ]
     for r in rows:
         c = r.get("c") or {}
@@ -533,7 +548,8 @@ def table_lines(rows: list[dict]) -> list[str]:
             f"CPU {fmt_seconds(r['a_cpu_s'])}) "
             f"| {fmt_seconds(r['b_build_s'])} (process {fmt_seconds(r['b_wall_s'])}, "
             f"CPU {fmt_seconds(r['b_cpu_s'])}) "
-            f"| {fmt_bytes(r['b_peak'])} | {pandas_time_text(r)} | {fmt_bytes(c.get('peak'))} "
+            f"| {fmt_bytes(r['b_peak'])} | {validate_text(r)} "
+            f"| {pandas_time_text(r)} | {fmt_bytes(c.get('peak'))} "
             f"| {r['load_1m']:.1f} |"
         )
     lines += [
@@ -631,7 +647,13 @@ def section_text(rows: list[dict], profiles: dict[str, dict], info: dict, args) 
         "subprocess, end to end (the contract check is a separate scan, `notalone validate`) "
         "(every weekly snapshot of every course run, with labels, written to Parquet); shown: "
         "the build time the command prints (open the source, build, write), the whole process "
-        "(wall) and its CPU time. Peak RSS: the process tree, sampled every 50 ms with psutil.",
+        "(wall) and its CPU time. Peak RSS: the process tree, sampled every 50 ms with psutil. "
+        "`--no-validate` takes the source as clean, so the build does not look for exact "
+        "duplicate events either (that is a hash aggregation of every event).",
+        "- (v) `notalone validate --source DIR`: the contract check, including exact duplicate "
+        "events, that `notalone features` runs first unless told `--no-validate` (it passes on "
+        "whether duplicates exist, so the build de-duplicates only when needed). The default "
+        "command therefore takes (v) + (b); shown: the check time it prints and its process.",
         "- Ratios: *work* compares the work itself ((b) build / (a) scan query; (c) load + "
         "prepare + snapshot loop / (b) build); *process* compares whole processes (starting "
         "Python and importing pandas/DuckDB is a fixed cost on both sides that dominates small "
@@ -708,8 +730,20 @@ def run_size(target: int, args: argparse.Namespace, profiles: dict[str, dict]) -
         f"peak {fmt_bytes(b.peak_rss)}, {b_rows:,} snapshot rows",
         flush=True,
     )
+    print(f"(v) notalone validate ... [load {os.getloadavg()[0]:.1f}]", flush=True)
+    v = measure_validate(source)
+    if not v.ok:
+        raise SystemExit(f"(v) failed: {v.describe_failure()}")
+    print(
+        f"    {fmt_seconds(v.wall_s)} (check {fmt_seconds(internal_seconds(v))} as printed; "
+        f"CPU {fmt_seconds(v.cpu_s)}), peak {fmt_bytes(v.peak_rss)}",
+        flush=True,
+    )
     row = {
         "target": target,
+        "v_check_s": internal_seconds(v),
+        "v_wall_s": v.wall_s,
+        "v_peak": v.peak_rss,
         "load_1m": load_start,
         "students": students,
         "events": counts["events"],

@@ -47,6 +47,7 @@ COUNTED_TYPES: tuple[tuple[str, str], ...] = (
 # Windowed features per type; questions and tickets get the support window only.
 WINDOWED_STEMS = ("lesson_views", "lesson_completions", "submissions", "quiz_attempts", "logins")
 SLOPE_WEIGHTS = (-1.5, -0.5, 0.5, 1.5)  # least-squares slope over 4 equally spaced weeks
+BITMASK_DAYS = 63  # days of a bin that fit in a BIGINT bit mask (active-day counting)
 
 
 class FeatureError(NotaloneError):
@@ -240,23 +241,30 @@ def _rollups(
         return f"LEAST(GREATEST(CAST(floor({day} / {steps_per_day}) AS INTEGER), g.lo), g.hi)"
 
     sums = ", ".join(f"sum(n_{stem}) AS n_{stem}" for stem, _ in COUNTED_TYPES)
+    # Active days per bin without grouping by day: a bit per day of the bin, OR-ed together and
+    # counted (far fewer groups than (enrollment, day)); bins longer than a 64-bit mask count
+    # distinct days instead.
+    if steps_per_day < BITMASK_DAYS:
+        active_days = f"bit_count(bit_or(1::BIGINT << (day - bin * {steps_per_day})))"
+    else:
+        active_days = "count(DISTINCT day)"
     progress("daily rollup")
-    # Events -> (enrollment, day) -> (enrollment, bin) in one statement: the day level (needed
-    # for active days) is never stored.
+    # Events -> (enrollment, bin) -> clamped into the grid, in one statement.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE activity_bins AS
-        SELECT d.eid, {clamped_bin("d.day")} AS bin,
-               sum(n_events) AS n_events, count(*) AS n_active_days, {sums},
+        SELECT b.eid, LEAST(GREATEST(b.bin, g.lo), g.hi) AS bin,
+               sum(n_events) AS n_events, sum(n_active_days) AS n_active_days, {sums},
                max(last_s) AS last_s, max(last_login_s) AS last_login_s
         FROM (
-            SELECT eid, day, count(*) AS n_events, {type_counts},
+            SELECT eid, bin, count(*) AS n_events, {active_days} AS n_active_days, {type_counts},
                    max(ts_s) AS last_s,
                    max(ts_s) FILTER (WHERE type_code = {login_code}) AS last_login_s
-            FROM (SELECT eid, day, ts_s, CASE event_type {code} ELSE -1 END AS type_code
+            FROM (SELECT eid, day, CAST(floor(day / {steps_per_day}) AS INTEGER) AS bin, ts_s,
+                         CASE event_type {code} ELSE -1 END AS type_code
                   FROM ({_events_sql(con, duplicates)}))
-            GROUP BY eid, day
-        ) d JOIN edges g USING (eid)
+            GROUP BY eid, bin
+        ) b JOIN edges g USING (eid)
         GROUP BY ALL
         """
     )

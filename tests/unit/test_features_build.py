@@ -195,3 +195,38 @@ def test_windows_must_be_whole_steps(tmp_path):
     config = load_config(overrides={"features": {"windows_days": [7, 10]}})
     with pytest.raises(FeatureError, match="multiple of step_days"):
         build_feature_frame(write_source(tmp_path / "src", tiny_school()), config)
+
+
+@pytest.mark.parametrize("duplicates", [None, True])
+def test_duplicate_events_are_dropped_when_checked_or_known(tmp_path, duplicates):
+    frame = build_feature_frame(
+        write_source(tmp_path / "src", tiny_school()), CONFIG, duplicate_events=duplicates
+    )
+    row = frame[(frame.student_id == "drop") & (frame.as_of == ts("2025-01-13"))].iloc[0]
+    assert row["logins_7d"] == 1
+
+
+def test_a_source_declared_clean_is_not_searched_for_duplicates(tmp_path):
+    # `--no-validate` path: the caller vouches for the source; the duplicate then counts twice.
+    frame = build_feature_frame(
+        write_source(tmp_path / "src", tiny_school()), CONFIG, duplicate_events=False
+    )
+    row = frame[(frame.student_id == "drop") & (frame.as_of == ts("2025-01-13"))].iloc[0]
+    assert row["logins_7d"] == 2
+
+
+@pytest.mark.parametrize("step_days", [7, 14])
+def test_active_days_by_bit_mask_equal_distinct_days(tmp_path, monkeypatch, step_days):
+    import features.build as build
+
+    overrides = {
+        "snapshots": {"step_days": step_days, "first_offset_days": step_days, "horizon_days": 28},
+        "features": {"windows_days": [step_days, 28], "support_window_days": 28},
+    }
+    config = load_config(overrides=overrides)
+    source = write_source(tmp_path / "src", tiny_school())
+    masked = build_feature_frame(source, config)
+    monkeypatch.setattr(build, "BITMASK_DAYS", 0)  # force count(DISTINCT day)
+    distinct = build_feature_frame(source, config)
+    pd.testing.assert_frame_equal(masked, distinct)
+    assert masked[f"active_days_{step_days}d"].max() >= 2  # some bin has several active days
