@@ -214,7 +214,7 @@ class ValidationConfig(Section):
     max_unknown_enrollment_share: float = 0.01
     example_rows: int = 5
     example_value_chars: int = 80
-    duckdb_memory_limit: str = "3GB"
+    duckdb_memory_limit: str = "2GB"
     duckdb_threads: int | None = None
 
 
@@ -231,9 +231,9 @@ class FeatureConfig(Section):
     windows_days: tuple[int, ...] = (7, 14, 28)
     support_window_days: int = 14
     include_attrs: bool = True
-    duckdb_memory_limit: str = "3GB"
+    duckdb_memory_limit: str = "2GB"
     duckdb_threads: int | None = None
-    chunk_grid_rows: int = 1_500_000
+    chunk_grid_rows: int = 1_000_000
 
 
 class SplitConfig(Section):
@@ -523,9 +523,26 @@ class ScoringConfig(Section):
 
 
 class DriftConfig(Section):
-    psi_threshold: float = 0.2
-    top_features: int = 10
-    bins: int = 10
+    """Drift guard: PSI of the model's top features and of the score against training data."""
+
+    psi_threshold: float = Field(0.2, gt=0)
+    top_features: int = Field(10, ge=0)
+    bins: int = Field(10, ge=1)
+    psi_floor: float = Field(1e-4, gt=0, lt=1)
+    skip_features: list[str] = Field(
+        default_factory=lambda: [
+            "course_elapsed_share",
+            "days_since_start",
+            "days_since_enrolment",
+            "course_length_days",
+            "*_pct_in_run",
+            "deadlines_due*",
+        ]
+    )
+    stage_feature: str | None = "course_elapsed_share"
+    stage_bins: int = Field(5, ge=1)
+    noise_quantile: float | None = Field(0.99, gt=0, lt=1)
+    noise_draws: int = Field(1000, ge=1)
 
 
 class ScheduleConfig(Section):

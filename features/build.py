@@ -132,12 +132,15 @@ def _prepare_base_tables(
         )
     else:
         t = as_of.timestamp()
+        # The same population as the weekly snapshots: a run is scored from its first snapshot
+        # (start + first_offset_days) on; before that nobody has had time to show anything and
+        # the model has never seen such a row.
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE anchors AS
             SELECT course_id, start_s, end_s, {t}::DOUBLE AS anchor_s,
                    0::INTEGER AS k_first, 0::INTEGER AS k_last
-            FROM courses WHERE start_s <= {t} AND {t} <= end_s
+            FROM courses WHERE start_s + {offset_s} <= {t} AND {t} <= end_s
             """
         )
     con.execute(

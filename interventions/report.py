@@ -1,6 +1,7 @@
 """The week's report as one self-contained HTML page (plots embedded as PNG data URIs).
 
-For product leads: the summary (how many active, listed, triggered, held back), the risk
+For product leads: a warning box on top when this week's inputs drifted from the training data,
+the summary (how many active, listed, triggered, held back), the drift check, the risk
 distribution against the previous scoring, the risk trend over earlier weeks, listed students by
 support tier and by reason, and how many students each curator got. Then one collapsible section
 per curator with their list. The page loads nothing from the network.
@@ -52,6 +53,10 @@ class ReportContext:
     previous_risk: np.ndarray | None = None
     trend: pd.DataFrame | None = None  # week, active, listed, mean_risk, high_share (oldest first)
     warnings: Sequence[str] = field(default_factory=tuple)
+    # The drift check (models.drift): name, kind, psi, limit, drifted per checked input; empty
+    # when the model has no training reference; None: no drift section at all.
+    drift: pd.DataFrame | None = None
+    drift_threshold: float | None = None
 
 
 def _esc(value: object) -> str:
@@ -220,6 +225,62 @@ def curator_sections(ranking: pd.DataFrame, t: Texts, ctx: ReportContext) -> str
     return "\n".join(parts)
 
 
+def _psi_text(value: float, t: Texts) -> str:
+    return t.missing_value if value is None or np.isnan(value) else f"{value:.3f}"
+
+
+def _drift_name(row, t: Texts) -> str:
+    return t.report["drift_score"] if row.kind == "score" else str(row.name)
+
+
+def drift_warning(ctx: ReportContext, t: Texts) -> str:
+    """The warning box on top of the page: the drifted inputs with their PSI and limit."""
+    if ctx.drift is None or not ctx.drift["drifted"].any():
+        return ""
+    r = t.report
+    drifted = ctx.drift[ctx.drift["drifted"].to_numpy(dtype=bool)]
+    text = render_one(
+        r["drift_warning"],
+        {
+            "count": str(len(drifted)),
+            "checked": str(len(ctx.drift)),
+            "threshold": f"{ctx.drift_threshold:g}",
+        },
+        t,
+    )
+    items = "".join(
+        f"<li><b>{_esc(_drift_name(row, t))}</b>: {_esc(r['col_psi'])} "
+        f"{_psi_text(row.psi, t)} &gt; {_psi_text(row.limit, t)}</li>"
+        for row in drifted.itertuples(index=False)
+    )
+    return f'<div class="warn" id="drift-warning"><b>{_esc(text)}</b><ul>{items}</ul></div>'
+
+
+def drift_section(ctx: ReportContext, t: Texts) -> str:
+    """The drift table, shown every week so that readers see the check ran."""
+    if ctx.drift is None:
+        return ""
+    r = t.report
+    intro = render_one(r["drift_intro"], {"threshold": f"{ctx.drift_threshold:g}"}, t)
+    parts = [f'<h2 id="drift">{_esc(r["drift"])}</h2>', f"<p class=muted>{_esc(intro)}</p>"]
+    if ctx.drift.empty:
+        parts.append(f"<p>{_esc(r['drift_unchecked'])}</p>")
+        return "\n".join(parts)
+    if not ctx.drift["drifted"].any():
+        parts.append(f"<p>{_esc(r['drift_none'])}</p>")
+    rows = [
+        (
+            _drift_name(row, t),
+            _psi_text(row.psi, t),
+            _psi_text(row.limit, t),
+            r["drifted"] if row.drifted else "",
+        )
+        for row in ctx.drift.itertuples(index=False)
+    ]
+    parts.append(_table(rows, [r["col_input"], r["col_psi"], r["col_limit"], r["col_drifted"]]))
+    return "\n".join(parts)
+
+
 def build_report(ranking: pd.DataFrame, ctx: ReportContext, texts: Texts) -> str:
     """The HTML page. `ranking` has the scorer's columns (risk, listed, rank, triggered,
     hold_back, tier, action, reasons, reason_groups, student_id, course_id, curator_id, change)."""
@@ -308,11 +369,13 @@ def build_report(ranking: pd.DataFrame, ctx: ReportContext, texts: Texts) -> str
         f"<title>{_esc(r['title'])}: {_esc(ctx.as_of)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_esc(r['title'])}</h1><p><b>{_esc(heading)}</b><br>",
         f"<span class=muted>{_esc(generated)}</span></p>",
+        drift_warning(ctx, texts),
         warnings,
         f"<h2>{_esc(r['summary'])}</h2>",
         _table(rows, summary_header),
         trend_html,
         '<div class="grid">' + "".join(figures) + "</div>",
+        drift_section(ctx, texts),
         f"<h2>{_esc(r['by_tier'])}</h2>",
         _table(list(by_tier.items()), ["", r["count"]]),
         f"<h2>{_esc(r['by_reason'])}</h2>",

@@ -24,6 +24,7 @@ from configs.schema import Config
 from features.catalog import LABEL_COLUMN, feature_names
 from models.baselines import LogisticBaseline, RuleBaseline
 from models.calibration import choose_calibrator
+from models.drift import build_drift_reference
 from models.evaluation import evaluate_scores
 from models.model import (
     ATTR_PREFIX,
@@ -34,7 +35,6 @@ from models.model import (
     infer_feature_types,
     training_categories,
 )
-from models.reference import summarise_categorical, summarise_numeric
 
 
 def model_inputs(frame: pd.DataFrame, config: Config) -> list[str]:
@@ -135,36 +135,6 @@ def refit_booster(x: pd.DataFrame, y: np.ndarray, rounds: int, config: Config) -
     return lgb.train(params, data, num_boost_round=rounds)
 
 
-def build_reference(
-    model: DropoutModel, train: pd.DataFrame, validation_scores: np.ndarray, config: Config
-) -> dict:
-    """Training distribution of the top features (by gain) and of the score, for drift checks.
-
-    Categorical attr_* columns are left out: their values must not travel with the model beyond
-    the category list it needs to score. The score's reference is the calibrated probability of
-    the validation rows from the early-stopped trees, i.e. out of sample.
-    """
-    bins = config.drift.bins
-    eligible = [
-        name
-        for name in model.feature_importance().index
-        if not (name.startswith(ATTR_PREFIX) and model.feature_types[name] == CATEGORY)
-    ]
-    features = {}
-    for col in eligible[: config.drift.top_features]:
-        if model.feature_types[col] == CATEGORY:
-            features[col] = summarise_categorical(train[col].astype("str"))
-        else:
-            features[col] = summarise_numeric(train[col], bins)
-    return {
-        "bins": bins,
-        "features_from": "training rows",
-        "score_from": "validation rows, out of sample",
-        "features": features,
-        "score": summarise_numeric(validation_scores, bins),
-    }
-
-
 def fit_models(
     train: pd.DataFrame,
     validation: pd.DataFrame,
@@ -237,7 +207,9 @@ def _fit_models(
         },
     )
     started = time.perf_counter()
-    model.reference = build_reference(model, train, calibrator.transform(raw_valid), config)
+    model.reference = build_drift_reference(
+        model, train, validation, calibrator.transform(raw_valid), config
+    )
     timings["reference_s"] = time.perf_counter() - started
 
     started = time.perf_counter()

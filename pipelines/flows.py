@@ -2,10 +2,12 @@
 
 Tasks are thin wrappers around the plain step functions of `pipelines.training` and
 `pipelines.scoring` (which wrap `features/`, `models/`, `interventions/`), so every step is
-visible in the Prefect UI with its own state and duration. Tasks that do IO (read the source,
-MLflow, write outputs) retry on transient errors, never on a user error (`NotaloneError`: bad
-data, no champion), which would only fail again. Feature frames are cached on the fingerprint of
-their inputs (`pipelines.feature_cache`), so a re-run of the same week skips the expensive step.
+visible in the Prefect UI with its own state and duration (the score flow runs
+`pipelines.scoring.score_steps` with a runner that makes each of its steps a task). Tasks that
+do IO (read the source, MLflow, write outputs) retry on transient errors, never on a user error
+(`NotaloneError`: bad data, no champion), which would only fail again. Feature frames are
+cached on the fingerprint of their inputs (`pipelines.feature_cache`), so a re-run of the same
+week skips the expensive step.
 
 Flow parameters are plain values (paths as strings, the resolved config) so that every flow run
 records them and a deployment can pass them as JSON.
@@ -171,10 +173,13 @@ def parse_as_of(value: str | datetime | None) -> datetime | None:
 # --- features ---------------------------------------------------------------------------------
 
 
-def cached_features(source: str, config: Config, as_of: datetime | None):
+def cached_features(
+    source: str, config: Config, as_of: datetime | None, duplicate_events: bool | None = None
+):
     """Point-in-time features of `source` (at `as_of`, or every weekly snapshot), from the
     workspace's feature cache when the same source, config and as-of were built before.
-    Returns a `CachedFrame` (frame, key, hit)."""
+    `duplicate_events` as validation found it (None: the build checks). Returns a
+    `CachedFrame` (frame, key, hit)."""
     from features.build import build_feature_frame
     from pipelines.feature_cache import FeatureCache, cached_feature_frame
 
@@ -190,6 +195,7 @@ def cached_features(source: str, config: Config, as_of: datetime | None):
             as_of=as_of,
             progress=lambda part: say(f"features ({what}): {part}"),
             temp_dir=workspace.tmp,
+            duplicate_events=duplicate_events,
         )
 
     cached = cached_feature_frame(cache, source, config, as_of, build)
@@ -553,13 +559,28 @@ def load_model_task(model_uri: str):
     return scoring.load_model_step(model_uri)
 
 
+@step
+def validate_source_task(source: str, config: Config) -> bool:
+    """The contract check; raises `ValidationFailed` on errors. Returns whether exact duplicate
+    events were found (the feature build then drops them)."""
+    from features.validate import require_valid
+
+    workspace = Workspace.resolve().activate()
+    report = require_valid(Path(source), config.validation, temp_dir=workspace.tmp)
+    if report.warnings:
+        say(f"{len(report.warnings)} validation warning(s): {report.summary()}")
+    return report.duplicate_events
+
+
 @io_step
-def scoring_features_task(source: str, config: Config, as_of: datetime):
+def scoring_features_task(
+    source: str, config: Config, as_of: datetime, duplicate_events: bool | None = None
+):
     """Features at T (cached), with the scorer's checks: someone to score, rule features there."""
     from interventions.routing import check_rule_features
     from pipelines.scoring import ScoringError
 
-    cached = cached_features(source, config, as_of)
+    cached = cached_features(source, config, as_of, duplicate_events)
     if cached.frame.empty:
         raise ScoringError(
             f"no active enrollments in {source} at {as_of.isoformat()}: nothing to score "
@@ -569,75 +590,36 @@ def scoring_features_task(source: str, config: Config, as_of: datetime):
     return cached
 
 
-@step
-def predict_task(model, frame: pd.DataFrame):
-    from pipelines import scoring
+def scoring_task_runner(config: Config):
+    """A `pipelines.scoring.StepRunner` that runs each scoring step as a Prefect task named
+    after it (visible in the UI with its state and duration); steps that read or write a store
+    retry per `schedule.task_retries`, unless the error is the user's."""
 
-    say(f"predicting risk for {len(frame):,} enrollments")
-    return scoring.predict_step(model, frame)
+    def run(name: str, func, *args, io: bool = False):
+        options: dict[str, Any] = {"name": name, "cache_policy": NO_CACHE, "persist_result": False}
+        if io:
+            options.update(
+                retry_condition_fn=_not_a_user_error,
+                retries=config.schedule.task_retries,
+                retry_delay_seconds=config.schedule.task_retry_delay_seconds,
+            )
+        return task(func, **options)(*args)
 
-
-@io_step
-def history_task(out_dir: Path, as_of: datetime, config: Config):
-    from pipelines import scoring
-
-    return scoring.history_step(out_dir, as_of, config)
-
-
-@io_step
-def contacts_task(source: str, as_of: datetime, config: Config):
-    from pipelines import scoring
-
-    return scoring.contacts_step(Path(source), as_of, config)
+    return run
 
 
-@io_step
-def course_titles_task(source: str):
-    from pipelines import scoring
-
-    return scoring.course_titles_step(Path(source))
-
-
-@step
-def rank_task(frame, risk, history, contacts, as_of: datetime, config: Config):
-    from pipelines import scoring
-
-    say("ranking under curator capacity")
-    return scoring.rank_step(frame, risk, history, contacts, as_of, config)
-
-
-@step
-def explain_task(model, frame, ranking):
-    from pipelines import scoring
-
-    say("explaining the listed students")
-    return scoring.explain_step(model, frame, ranking)
-
-
-@step
-def words_task(frame, ranking, contributions, titles, as_of: datetime, config: Config, texts):
-    from pipelines import scoring
-
-    say("reasons, tiers and first messages")
-    return scoring.words_step(frame, ranking, contributions, titles, as_of, config, texts)
-
-
-@step
-def report_task(ranking, history, as_of, model_uri, source, config: Config, texts, warnings):
-    from pipelines import scoring
-
-    say("report")
-    return scoring.report_step(
-        ranking, history, as_of, model_uri, Path(source), config, texts, warnings
-    )
-
-
-@io_step
-def write_task(out_dir: Path, ranking, report_html: str, summary: dict, config: Config):
-    from pipelines import scoring
-
-    say(f"writing {out_dir}")
-    return scoring.write_step(out_dir, ranking, report_html, summary, config)
+def drift_line(drift: dict[str, Any]) -> str:
+    """One line about the week's drift check for the summary artifact."""
+    if not drift.get("has_reference"):
+        return "not checked (the model has no training reference)"
+    checked, drifted = drift.get("checked", 0), drift.get("drifted", 0)
+    names = ", ".join(f"{d['name']} {d['psi']:.2f}" for d in drift.get("drifted_inputs", []))
+    if drifted:
+        return (
+            f"WARNING: {drifted} of {checked} inputs drifted from the training data "
+            f"(PSI above {drift.get('threshold')}): {names}"
+        )
+    return f"none of {checked} inputs drifted (max PSI {drift.get('max_psi') or 0:.2f})"
 
 
 @flow(name="score", log_prints=False)
@@ -647,62 +629,60 @@ def score_flow(
     model_uri: str | None = None,
     out: str | None = None,
     config: ConfigParam = None,
+    duplicate_events: bool | None = None,
 ) -> dict[str, Any]:
-    """Features at T -> risk -> ranking under capacity -> reasons, tier, action, message ->
-    report -> outputs written atomically -> a table artifact per curator and a week summary."""
+    """Source validated (unless the caller did: then `duplicate_events` says what it found) ->
+    features at T (cached) -> risk -> drift check -> ranking under capacity -> reasons,
+    tier, action, message -> report -> outputs written atomically -> the week in MLflow -> a
+    table artifact per curator and a week summary. The steps after the features are
+    `pipelines.scoring.score_steps`, each run as a task."""
     from pipelines import prefect_store, scoring
 
     cfg = resolve_config(config)
-    workspace = Workspace.resolve().activate()
     source = str(source)
     when = scoring.parse_as_of(as_of)
-    out_dir = scoring.output_folder(out, when, workspace)
     uri = model_uri or scoring.default_model_uri(cfg)
-    texts = scoring.load_texts(cfg.scoring.language, cfg)
     clock = StepClock()
 
+    # The model first: without a champion the flow stops before the expensive features.
     model = with_retries(load_model_task, cfg)(uri)
     clock.lap("model")
-    cached = with_retries(scoring_features_task, cfg)(source, cfg, when)
-    frame = cached.frame
+    if duplicate_events is None:
+        # A scheduled run validates here: a source that breaks the contract is never scored.
+        duplicate_events = validate_source_task(source, cfg)
+    cached = with_retries(scoring_features_task, cfg)(source, cfg, when, duplicate_events)
     clock.lap("features")
-    risk = predict_task(model, frame)
-    clock.lap("predict")
-    history = with_retries(history_task, cfg)(out_dir, when, cfg)
-    clock.lap("history")
-    contacts = with_retries(contacts_task, cfg)(source, when, cfg)
-    clock.lap("contacts")
-    titles = with_retries(course_titles_task, cfg)(source)
-    ranking = rank_task(frame, risk, history, contacts, when, cfg)
-    clock.lap("rank")
-    contributions = explain_task(model, frame, ranking)
-    clock.lap("explain")
-    ranking = words_task(frame, ranking, contributions, titles, when, cfg, texts)
-    clock.lap("words")
-    warnings: list[str] = []
-    report = report_task(ranking, history, when, uri, source, cfg, texts, warnings)
-    clock.lap("report")
-    summary = {
-        "as_of": when.isoformat(),
-        "model_uri": uri,
+    scored = scoring.score_steps(
+        source,
+        when,
+        uri,
+        out,
+        cfg,
+        progress=say,
+        model=model,
+        frame=cached.frame,
+        runner=scoring_task_runner(cfg),
+        record=True,  # the model came from MLflow: the week is recorded next to its run
+    )
+    result = scored.result
+    context = {
+        "model": uri,
         "source": source,
-        "language": cfg.scoring.language,
-        "previous": str(history.previous_folder) if history.previous_folder else None,
-        "warnings": warnings,
-        **scoring.summarise(ranking),
+        "outputs": result["out"],
+        "drift": drift_line(result["drift"]),
     }
-    paths = with_retries(write_task, cfg)(out_dir, ranking, report, summary, cfg)
-    clock.lap("write")
-    context = {"model": uri, "source": source, "outputs": paths["out"]}
-    artifacts = with_retries(publish_artifacts_task, cfg)(ranking, when, context, cfg)
+    clock.lap("steps")
+    artifacts = with_retries(publish_artifacts_task, cfg)(scored.ranking, when, context, cfg)
     clock.lap("artifacts")
+    timings = {k: clock.seconds[k] for k in ("model", "features")}
+    timings.update(result["timings"])
+    timings["artifacts"] = clock.seconds["artifacts"]
     return {
-        **summary,
-        **paths,
+        **result,
         "features_cached": cached.hit,
         "artifacts": artifacts,
         "flow_run_id": prefect_store.current_flow_run_id(),
-        "timings": clock.seconds,
+        "timings": timings,
     }
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import tempfile
 import warnings
@@ -29,6 +30,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
@@ -43,6 +45,10 @@ DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}"
 MODEL_ARTIFACT = "model"
 KIND_TAG = "notalone.kind"
 TRAIN_KIND = "train"
+SCORING_KIND = "scoring"
+AS_OF_TAG = "notalone.as_of"
+DRIFT_WARNING_TAG = "drift_warning"
+PSI_PREFIX = "psi_"
 SECRET_ENV = "NOTALONE_SECRET"
 MASKED = "<masked>"
 NO_CHAMPION_MESSAGE = "no champion: run `notalone train --source DIR` first"
@@ -262,6 +268,58 @@ def tag_and_log_run(
         client.log_metric(run_id, key, value)
     for key, value in tags.items():
         client.set_tag(run_id, key, str(value))
+
+
+def record_scoring_run(
+    run_name: str,
+    metrics: Mapping[str, float],
+    tags: Mapping[str, Any],
+    model_run_id: str | None,
+    model_name: str,
+    experiment: str,
+) -> str:
+    """One small run per scored week (tag `notalone.kind=scoring`): metrics and tags only, no
+    artifacts. It goes to the experiment of the model's training run, so a product lead sees the
+    weeks a model scored next to the run that trained it (`compare` lists training runs only);
+    without a known training run, to `experiment`. Returns the run id."""
+    workspace = Workspace.resolve()
+    client = connect(workspace)
+    experiment_id = None
+    version = None
+    if model_run_id:
+        try:
+            experiment_id = client.get_run(model_run_id).info.experiment_id
+            found = client.search_model_versions(f"run_id = '{model_run_id}'")
+            versions = [v.version for v in found if v.name == model_name]
+            version = str(versions[0]) if versions else None
+        except MlflowException:
+            experiment_id = None  # the training run is gone (another store): use the default
+    if experiment_id is None:
+        experiment_id = ensure_experiment(client, experiment, workspace)
+    all_tags = {
+        KIND_TAG: SCORING_KIND,
+        "model_run_id": model_run_id,
+        "model_version": version,
+        **tags,
+    }
+    # MLflow's limit on a tag value is 5000 characters; empty values are left out.
+    all_tags = {k: str(v)[:5000] for k, v in all_tags.items() if v not in (None, "")}
+    run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+    run_id = run.info.run_id
+    now = int(run.info.start_time)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(metric_name(k), v, now, 0) for k, v in _finite(metrics).items()],
+        tags=[],
+    )
+    client.set_terminated(run_id)
+    return run_id
+
+
+def metric_name(name: str) -> str:
+    """`name` with the characters MLflow refuses in a metric name replaced by "_" (a source's
+    own attr_* column names may hold any)."""
+    return re.sub(r"[^\w\-. :/]", "_", name)
 
 
 def check_version(client: MlflowClient, name: str, version: str) -> None:

@@ -10,15 +10,19 @@ Plain step functions, run in order by `score_pipeline` (and wrapped as Prefect t
     contacts_step       latest curator contact per enrollment (optional `interventions` table)
     rank_step           triggers, cooldown and capacity -> who is listed, in which order
     explain_step        the model's contributions for the students to explain (listed ones)
+    drift_step          PSI of the model's top features and of the risk against training
     words_step          reasons in words, support tier and action, first message
-    report_step         report.html
+    report_step         report.html (a warning box on top when inputs drifted; the drift table)
     write_step          ranking.parquet, curators/<id>.csv, report.html - atomically
+    record_step         a small MLflow run of the week: drift per input, counts (no ids)
 
 Ranking needs only the risk and the features, so contributions (TreeSHAP: the expensive part) are
 computed for listed students only unless `scoring.explain: all`.
 
-Issue 7 hooks: a lock around `write_step`, a validation/drift step before `rank_step` (its
-messages go to `report_step(warnings=...)` and the result's "warnings").
+`score_pipeline` is the one sequence of steps. It runs each step through a *runner*: directly
+(`notalone score --no-prefect`), or as a Prefect task (`pipelines.flows.score_flow`, which also
+builds the features through its cache and hands over the frame). `run_score` adds the source
+validation and the per-week lock around it.
 """
 
 from __future__ import annotations
@@ -53,12 +57,16 @@ from interventions.reasons import (
 from interventions.report import ReportContext, build_report
 from interventions.routing import check_rule_features, fire_triggers, route, tiers_and_actions
 from interventions.texts import Texts, TextsError, check_texts_cover, parse_texts, render_entry
+from models.drift import DriftCheck, check_drift
 from pipelines import outputs_store
 from pipelines.featurize import parse_as_of
 from pipelines.locks import workspace_lock
 from pipelines.settings import Workspace
 
 Progress = Callable[[str], None]
+# runner(name, step, *args, io=...) -> step(*args): how `score_pipeline` runs each step (directly,
+# or as a Prefect task; `io` steps read or write stores and may be retried).
+StepRunner = Callable[..., Any]
 CHAMPION_ALIAS = "champion"
 KEY_COLUMNS = ["student_id", "course_id"]
 
@@ -114,10 +122,19 @@ def features_step(
     as_of: datetime,
     temp_dir: Path | None = None,
     progress: Progress | None = None,
+    duplicate_events: bool | None = None,
 ) -> pd.DataFrame:
+    """Features at T; `duplicate_events` as validation found it (None: the build checks)."""
     from features.build import build_feature_frame
 
-    frame = build_feature_frame(source, config, as_of=as_of, progress=progress, temp_dir=temp_dir)
+    frame = build_feature_frame(
+        source,
+        config,
+        as_of=as_of,
+        progress=progress,
+        temp_dir=temp_dir,
+        duplicate_events=duplicate_events,
+    )
     if frame.empty:
         raise ScoringError(
             f"no active enrollments in {source} at {as_of.isoformat()}: nothing to score "
@@ -305,6 +322,31 @@ def _slot_columns(i: int) -> list[str]:
     ]
 
 
+def drift_step(model, frame: pd.DataFrame, risk: np.ndarray, config: Config) -> DriftCheck:
+    """PSI of the model's top features and of the risk against its training reference (a model
+    without one gives an empty check, reported as "not checked")."""
+    reference = getattr(model, "reference", None)
+    return check_drift(reference, frame, risk, config.drift, seed=config.model.seed)
+
+
+def drift_warnings(check: DriftCheck) -> list[str]:
+    """The week's warnings about drift, for the summary and the terminal (the report renders the
+    check itself, in the report's language)."""
+    if not check.has_reference:
+        return ["drift not checked: the model carries no training reference (retrain it)"]
+    if not check.count:
+        return []
+    listed = ", ".join(
+        f"{r.name} {r.psi:.2f}" + (f" (limit {r.limit:.2f})" if r.limit > check.threshold else "")
+        for r in check.drifted.itertuples(index=False)
+    )
+    return [
+        f"drift: {check.count} of {len(check.table)} checked inputs differ from the training "
+        f"data (PSI above {check.threshold:g}): {listed}. Check the source before relying on "
+        "this week's lists."
+    ]
+
+
 def report_step(
     ranking: pd.DataFrame,
     history: History,
@@ -314,6 +356,7 @@ def report_step(
     config: Config,
     texts: Texts,
     warnings: list[str] | None = None,
+    drift: DriftCheck | None = None,
 ) -> str:
     sc = config.scoring
     previous = None if history.previous is None else history.previous["risk"].to_numpy("float64")
@@ -327,6 +370,8 @@ def report_step(
         previous_risk=previous,
         trend=history.trend,
         warnings=tuple(warnings or ()),
+        drift=None if drift is None else drift.table,
+        drift_threshold=config.drift.psi_threshold,
     )
     return build_report(ranking, ctx, texts)
 
@@ -349,6 +394,46 @@ def write_step(
     )
 
 
+def record_step(
+    check: DriftCheck, summary: dict[str, Any], model, model_uri: str, config: Config
+) -> str:
+    """Record the week in MLflow (a run per scoring, next to the model's training run); returns
+    the run id. Only counts, PSI and names of inputs: no student id, no attr_* value."""
+    from pipelines import mlflow_store
+
+    when = str(summary["as_of"])[:10]
+    metrics = {
+        **{f"{mlflow_store.PSI_PREFIX}{r.name}": r.psi for r in check.table.itertuples()},
+        "drift_count": check.count,
+        "drift_checked": len(check.table),
+        "drift_max_psi": check.max_psi,
+        "drift_threshold": check.threshold,
+        **{k: summary[k] for k in RECORDED_COUNTS if k in summary},
+    }
+    tags = {
+        mlflow_store.AS_OF_TAG: when,
+        mlflow_store.DRIFT_WARNING_TAG: str(bool(check.count)).lower(),
+        "drift_checked": str(check.has_reference).lower(),
+        "drift_stage_matched": str(check.stage_matched).lower(),
+        "drifted_features": ",".join(check.drifted["name"].astype("str")),
+        "model_uri": model_uri,
+        "source": str(summary.get("source", "")),
+    }
+    metadata = getattr(model, "metadata", None) or {}
+    return mlflow_store.record_scoring_run(
+        run_name=f"score-{when}",
+        metrics=metrics,
+        tags=tags,
+        model_run_id=metadata.get("run_id"),
+        model_name=config.registry.model_name,
+        experiment=config.registry.experiment,
+    )
+
+
+# Counts of the week's summary also recorded in MLflow (product leads compare weeks there).
+RECORDED_COUNTS = ("students", "listed", "triggered_listed", "held_back_cooldown", "mean_risk")
+
+
 def summarise(ranking: pd.DataFrame) -> dict[str, Any]:
     hold = ranking["hold_back"]
     return {
@@ -366,6 +451,20 @@ def summarise(ranking: pd.DataFrame) -> dict[str, Any]:
 # ------------------------------------------------------------------------------- pipeline
 
 
+def run_directly(name: str, step: Callable, *args, io: bool = False):
+    """The plain runner: call the step."""
+    return step(*args)
+
+
+@dataclass(frozen=True)
+class ScoredWeek:
+    """What `score_steps` produced: the result (as `score_pipeline` returns it) and the ranking
+    in memory (the flow publishes the curator lists from it)."""
+
+    result: dict[str, Any]
+    ranking: pd.DataFrame
+
+
 def score_pipeline(
     source: str | Path,
     as_of: str | datetime,
@@ -374,50 +473,134 @@ def score_pipeline(
     config: Config | None = None,
     progress: Progress | None = None,
     model=None,
+    frame: pd.DataFrame | None = None,
+    runner: StepRunner | None = None,
+    record: bool | None = None,
+    duplicate_events: bool | None = None,
 ) -> dict[str, Any]:
-    """Run every step directly (no Prefect). `model` skips loading from MLflow (tests, bench)."""
+    """Score the week: every step in order, each through `runner` (default: called directly).
+
+    `model` skips loading it from MLflow (tests, bench); `frame` skips building the features
+    (the flow's feature cache). `record`: record the week in MLflow; by default only when the
+    model was loaded from MLflow here (a model handed over in-process has no run to sit next to).
+    `duplicate_events`: whether validation found exact duplicate events (None: the build checks).
+    """
+    return score_steps(
+        source,
+        as_of,
+        model_uri,
+        out,
+        config,
+        progress,
+        model,
+        frame,
+        runner,
+        record,
+        duplicate_events,
+    ).result
+
+
+def score_steps(
+    source: str | Path,
+    as_of: str | datetime,
+    model_uri: str | None = None,
+    out: str | Path | None = None,
+    config: Config | None = None,
+    progress: Progress | None = None,
+    model=None,
+    frame: pd.DataFrame | None = None,
+    runner: StepRunner | None = None,
+    record: bool | None = None,
+    duplicate_events: bool | None = None,
+) -> ScoredWeek:
+    """`score_pipeline`, also handing back the ranking frame."""
     from configs import load_config
 
     config = config or load_config()
     say = progress or (lambda _msg: None)
+    run = runner or run_directly
     workspace = Workspace.resolve().activate()
     source = Path(source)
     when = parse_as_of(as_of)
     out_dir = output_folder(out, when, workspace)
     uri = model_uri or default_model_uri(config)
     texts = load_texts(config.scoring.language, config)
+    record = model is None if record is None else record
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
 
-    def timed(name: str, func, *args, **kwargs):
-        say(name)
+    def timed(name: str, note: str, func, *args, io: bool = False):
+        say(note)
         started, cpu_started = time.perf_counter(), time.process_time()
-        result = func(*args, **kwargs)
+        result = run(name, func, *args, io=io)
         timings[name] = round(time.perf_counter() - started, 3)
         cpu[name] = round(time.process_time() - cpu_started, 3)
         return result
 
     if model is None:
-        model = timed("model", load_model_step, uri)
-    frame = timed(
-        "features",
-        features_step,
+        model = timed("model", f"model {uri}", load_model_step, uri, io=True)
+    if frame is None:
+        frame = timed(
+            "features",
+            "features",
+            features_step,
+            source,
+            config,
+            when,
+            workspace.tmp,
+            lambda m: say(f"features: {m}"),
+            duplicate_events,
+            io=True,
+        )
+    risk = timed(
+        "predict", f"predicting risk for {len(frame):,} enrollments", predict_step, model, frame
+    )
+    drift = timed(
+        "drift", "drift check against the training data", drift_step, model, frame, risk, config
+    )
+    history = timed("history", "earlier weeks", history_step, out_dir, when, config, io=True)
+    contacts = timed("contacts", "recent contacts", contacts_step, source, when, config, io=True)
+    titles = timed("titles", "course titles", course_titles_step, source, io=True)
+    ranking = timed(
+        "rank",
+        "ranking under curator capacity",
+        rank_step,
+        frame,
+        risk,
+        history,
+        contacts,
+        when,
+        config,
+    )
+    contributions = timed(
+        "explain", "explaining the listed students", explain_step, model, frame, ranking
+    )
+    ranking = timed(
+        "words",
+        "reasons, tiers and first messages",
+        words_step,
+        frame,
+        ranking,
+        contributions,
+        titles,
+        when,
+        config,
+        texts,
+    )
+    warnings = drift_warnings(drift)
+    report = timed(
+        "report",
+        "report",
+        report_step,
+        ranking,
+        history,
+        when,
+        uri,
         source,
         config,
-        when,
-        workspace.tmp,
-        lambda m: say(f"features: {m}"),
-    )
-    risk = timed("predict", predict_step, model, frame)
-    history = timed("history", history_step, out_dir, when, config)
-    contacts = timed("contacts", contacts_step, source, when, config)
-    titles = course_titles_step(source)
-    ranking = timed("rank", rank_step, frame, risk, history, contacts, when, config)
-    contributions = timed("explain", explain_step, model, frame, ranking)
-    ranking = timed("words", words_step, frame, ranking, contributions, titles, when, config, texts)
-    warnings: list[str] = []
-    report = timed(
-        "report", report_step, ranking, history, when, uri, source, config, texts, warnings
+        texts,
+        [],  # drift is rendered by the report itself, in its language
+        drift,
     )
     summary = {
         "as_of": when.isoformat(),
@@ -427,9 +610,36 @@ def score_pipeline(
         "previous": str(history.previous_folder) if history.previous_folder else None,
         "warnings": warnings,
         **summarise(ranking),
+        "drifted_inputs": drift.count,
+        "drift": drift.summary(),
     }
-    paths = timed("write", write_step, out_dir, ranking, report, summary, config)
-    return {**summary, **paths, "timings": timings, "cpu_seconds": cpu}
+    paths = timed(
+        "write",
+        f"writing {out_dir}",
+        write_step,
+        out_dir,
+        ranking,
+        report,
+        summary,
+        config,
+        io=True,
+    )
+    # After the outputs: MLflow only records weeks whose lists exist (a rerun records again).
+    run_id = None
+    if record:
+        run_id = timed(
+            "record",
+            "recording the week in MLflow",
+            record_step,
+            drift,
+            summary,
+            model,
+            uri,
+            config,
+            io=True,
+        )
+    result = {**summary, **paths, "mlflow_run_id": run_id, "timings": timings, "cpu_seconds": cpu}
+    return ScoredWeek(result, ranking)
 
 
 def _score_flow():
@@ -483,6 +693,7 @@ def run_score(
                     model_uri=model_uri,
                     out=str(out) if out is not None else None,
                     config=config,
+                    duplicate_events=report.duplicate_events,
                 )
         else:
             result = score_pipeline(
@@ -492,6 +703,7 @@ def run_score(
                 out,
                 config,
                 progress=lambda m: err.print(f"[dim]{m}[/dim]"),
+                duplicate_events=report.duplicate_events,
             )
     print_summary(result)
     return result
@@ -511,5 +723,11 @@ def print_summary(result: dict[str, Any]) -> None:
     for key in ("curators_dir", "report", "ranking"):
         if result.get(key):
             console.print(f"  {key.replace('_dir', '')}: {result[key]}")
+    drift = result.get("drift") or {}
+    if drift.get("has_reference") and not drift.get("drifted"):
+        console.print(
+            f"  drift: none of {drift.get('checked', 0)} checked inputs differ from the training "
+            f"data (max PSI {drift.get('max_psi') or 0:.2f}, threshold {drift.get('threshold')})"
+        )
     for warning in result.get("warnings") or ():
         console.print(f"  [yellow]warning:[/yellow] {warning}")

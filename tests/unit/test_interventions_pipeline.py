@@ -109,7 +109,7 @@ def setup(monkeypatch, source):
     config = load_config(overrides={"scoring": {"capacity": CAPACITY}})
     frames = {}
 
-    def fake_features(src, cfg, as_of, temp_dir=None, progress=None):
+    def fake_features(src, cfg, as_of, temp_dir=None, progress=None, duplicate_events=None):
         frame = frames[as_of] if as_of in frames else feature_frame(cfg, as_of)
         scoring.check_rule_features(cfg.scoring, list(frame.columns))
         return frame

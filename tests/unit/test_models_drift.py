@@ -1,0 +1,279 @@
+"""The drift guard on tiny synthetic arrays: same data -> no drift, shifted -> drift, a missing
+reference, categorical features, missing values, small samples, course-stage matching."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from configs import load_config
+from models.drift import (
+    DRIFT_COLUMNS,
+    SCORE,
+    build_drift_reference,
+    check_drift,
+    drift_features,
+    expected_shares,
+    noise_limit,
+)
+from models.reference import summarise_categorical, summarise_numeric
+
+N_TRAIN = 4000
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config()
+
+
+def numeric_reference(train: dict[str, np.ndarray], scores: np.ndarray, bins: int = 10) -> dict:
+    """A pooled reference as `models.train.build_reference` makes it (with training row counts)."""
+    features = {name: summarise_numeric(values, bins) for name, values in train.items()}
+    for entry in features.values():
+        entry["rows"] = N_TRAIN
+    score = summarise_numeric(scores, bins)
+    score["rows"] = len(scores)
+    return {"bins": bins, "features": features, "score": score}
+
+
+@pytest.fixture(scope="module")
+def training():
+    rng = np.random.default_rng(0)
+    train = {
+        "events_7d": rng.poisson(20, N_TRAIN).astype(float),
+        "score_mean": rng.normal(70, 10, N_TRAIN),
+    }
+    scores = rng.beta(1, 8, N_TRAIN)
+    return train, scores, numeric_reference(train, scores)
+
+
+def week(seed: int, n: int, events_scale: float = 1.0, score_shift: float = 0.0):
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "events_7d": rng.poisson(20 * events_scale, n).astype(float),
+            "score_mean": rng.normal(70, 10, n),
+        }
+    )
+    return frame, np.clip(rng.beta(1, 8, n) + score_shift, 0, 1)
+
+
+@pytest.mark.parametrize("n", [300, 1000, 3000])
+def test_a_week_like_training_does_not_drift(training, config, n):
+    _, _, reference = training
+    frame, scores = week(seed=n, n=n)
+    check = check_drift(reference, frame, scores, config.drift, seed=1)
+    assert list(check.table.columns) == DRIFT_COLUMNS
+    assert list(check.table["name"]) == ["events_7d", "score_mean", SCORE]
+    assert list(check.table["kind"]) == ["feature", "feature", "score"]
+    assert check.count == 0 and not check.table["drifted"].any()
+    assert (check.table["psi"] < 0.1).all()
+    assert check.has_reference and not check.stage_matched
+
+
+@pytest.mark.parametrize(
+    ("events_scale", "score_shift", "drifted"),
+    [
+        (0.3, 0.0, ["events_7d"]),  # events thinned: a broken activity feed
+        (1.0, 0.3, [SCORE]),  # every risk up by 0.3
+        (0.3, 0.3, ["events_7d", SCORE]),
+    ],
+)
+def test_a_shifted_week_drifts_above_the_threshold(
+    training, config, events_scale, score_shift, drifted
+):
+    _, _, reference = training
+    frame, scores = week(seed=5, n=500, events_scale=events_scale, score_shift=score_shift)
+    check = check_drift(reference, frame, scores, config.drift, seed=1)
+    assert list(check.drifted["name"]) == drifted
+    assert (check.drifted["psi"] > config.drift.psi_threshold).all()
+    assert check.count == len(drifted)
+    assert check.max_psi == pytest.approx(check.table["psi"].max())
+
+
+@pytest.mark.parametrize("reference", [None, {}, {"features": {}, "score": {}}])
+def test_without_a_reference_nothing_is_checked(config, reference):
+    frame, scores = week(seed=1, n=50)
+    check = check_drift(reference, frame, scores, config.drift)
+    assert check.table.empty and list(check.table.columns) == DRIFT_COLUMNS
+    assert not check.has_reference and check.count == 0 and np.isnan(check.max_psi)
+    assert check.summary()["has_reference"] is False
+
+
+def test_categorical_feature_same_and_unseen_categories(config):
+    rng = np.random.default_rng(3)
+    plans = np.array(["basic", "pro", "team"])
+    train = rng.choice(plans, N_TRAIN, p=[0.6, 0.3, 0.1])
+    reference = {"features": {"plan": summarise_categorical(train)}}
+    same = pd.DataFrame({"plan": pd.Categorical(rng.choice(plans, 800, p=[0.6, 0.3, 0.1]))})
+    renamed = pd.DataFrame({"plan": rng.choice(["BASIC", "PRO"], 800)})  # an export changed case
+    checked = check_drift(reference, same, np.zeros(800), config.drift)
+    assert checked.count == 0 and checked.table["psi"].iloc[0] < 0.02
+    shifted = check_drift(reference, renamed, np.zeros(800), config.drift)
+    assert list(shifted.drifted["name"]) == ["plan"]
+    assert list(shifted.table["name"]) == ["plan"]  # no score entry in this reference: no row
+
+
+def test_missing_values_count_as_their_own_bin(config):
+    rng = np.random.default_rng(4)
+    values = rng.normal(0, 1, N_TRAIN)
+    values[rng.random(N_TRAIN) < 0.3] = np.nan  # 30 % never submitted, say
+    reference = {"features": {"x": summarise_numeric(values, 10)}}
+    like = rng.normal(0, 1, 1000)
+    like[rng.random(1000) < 0.3] = np.nan
+    all_missing = np.full(1000, np.nan)  # the column arrived empty
+    zeros = np.zeros(1000)
+    assert check_drift(reference, pd.DataFrame({"x": like}), zeros, config.drift).count == 0
+    empty = check_drift(reference, pd.DataFrame({"x": all_missing}), zeros, config.drift)
+    assert empty.count == 1 and empty.table["psi"].iloc[0] > 1.0
+
+
+def test_nan_shares_in_a_reference_are_not_checked_not_flagged(config):
+    entry = summarise_numeric(np.arange(100.0), 4)
+    entry["shares"][1] = float("nan")  # a damaged reference
+    frame = pd.DataFrame({"x": np.arange(100.0)})
+    check = check_drift({"features": {"x": entry}}, frame, np.zeros(100), config.drift)
+    assert np.isnan(check.table["psi"].iloc[0]) and check.count == 0
+    assert json.dumps(check.summary())  # NaN becomes null: the summary stays valid JSON
+
+
+def test_skip_features_and_top_features(training, config):
+    _, _, reference = training
+    frame, scores = week(seed=2, n=500)
+    skip = config.drift.model_copy(update={"skip_features": ["events_*"]})
+    assert list(check_drift(reference, frame, scores, skip).table["name"]) == ["score_mean", SCORE]
+    top1 = config.drift.model_copy(update={"top_features": 1})
+    assert list(check_drift(reference, frame, scores, top1).table["name"]) == ["events_7d", SCORE]
+
+
+def test_errors_name_the_problem(training, config):
+    _, _, reference = training
+    frame, scores = week(seed=2, n=100)
+    with pytest.raises(ValueError, match="score_mean"):
+        check_drift(reference, frame.drop(columns="score_mean"), scores, config.drift)
+    with pytest.raises(ValueError, match="99 scores for 100 rows"):
+        check_drift(reference, frame, scores[:99], config.drift)
+
+
+def test_no_rows_gives_no_psi_and_no_drift(training, config):
+    _, _, reference = training
+    frame, scores = week(seed=2, n=0)
+    check = check_drift(reference, frame, scores, config.drift)
+    assert len(check.table) == 3 and check.table["psi"].isna().all() and check.count == 0
+
+
+@pytest.mark.parametrize(("n", "above_threshold"), [(15, True), (40, True), (5000, False)])
+def test_the_limit_rises_for_small_weeks(training, config, n, above_threshold):
+    _, _, reference = training
+    frame, scores = week(seed=n, n=n)
+    check = check_drift(reference, frame, scores, config.drift, seed=1)
+    limits = check.table["limit"]
+    assert ((limits > config.drift.psi_threshold) == above_threshold).all()
+    assert (limits >= config.drift.psi_threshold).all()
+
+
+def test_small_weeks_like_training_rarely_drift(training, config):
+    """Chance alone: 30 weeks of 40 students drawn from the training distribution."""
+    _, _, reference = training
+    flagged = 0
+    for seed in range(30):
+        frame, scores = week(seed=100 + seed, n=40)
+        flagged += check_drift(reference, frame, scores, config.drift, seed=seed).count
+    fixed = config.drift.model_copy(update={"noise_quantile": None})
+    frame, scores = week(seed=100, n=40)
+    assert flagged <= 2  # 90 rows checked, limit at the 99th percentile of chance
+    assert (check_drift(reference, frame, scores, fixed).table["limit"] == 0.2).all()
+
+
+def test_noise_limit_is_deterministic_and_shrinks_with_rows():
+    entry = summarise_numeric(np.arange(1000.0), 10)
+    entry["rows"] = 1000
+    small = noise_limit(entry, None, 50, 1e-4, 0.99, 500, seed=3)
+    assert small == noise_limit(entry, None, 50, 1e-4, 0.99, 500, seed=3)
+    assert small > noise_limit(entry, None, 5000, 1e-4, 0.99, 500, seed=3) > 0
+    assert np.isnan(noise_limit(entry, None, 0, 1e-4, 0.99, 500, seed=3))
+
+
+# ------------------------------------------------------------------- course-stage matching
+
+
+class StageModel:
+    """The two things `build_drift_reference` asks of a model."""
+
+    feature_types = {
+        "events_total": "float",
+        "course_elapsed_share": "float",
+        "attr_region": "category",
+        "attr_prior_courses": "float",
+    }
+
+    def feature_importance(self) -> pd.Series:
+        names = ["course_elapsed_share", "attr_region", "events_total", "attr_prior_courses"]
+        return pd.Series([4.0, 3.0, 2.0, 1.0], index=names)
+
+
+def staged(seed: int, n: int, stages: tuple[float, float] = (0.0, 1.0), scale: float = 1.0):
+    """Cumulative events grow with the course stage, as `events_total` does."""
+    rng = np.random.default_rng(seed)
+    stage = rng.uniform(*stages, n)
+    return pd.DataFrame(
+        {
+            "course_elapsed_share": stage,
+            "events_total": rng.poisson(5 + 200 * stage * scale).astype(float),
+            "attr_region": rng.choice(["city", "town"], n),
+            "attr_prior_courses": rng.poisson(1, n).astype(float),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def stage_reference(config):
+    train, validation = staged(0, N_TRAIN), staged(1, 2000)
+    scores = 1 / (1 + np.exp(validation["events_total"] / 50))  # risk falls as work piles up
+    return build_drift_reference(StageModel(), train, validation, scores, config)
+
+
+def test_the_stage_matched_reference_leaves_out_calendar_and_categorical_attrs(
+    stage_reference, config
+):
+    assert list(stage_reference["features"]) == ["events_total", "attr_prior_courses"]
+    assert stage_reference["stage"]["feature"] == "course_elapsed_share"
+    assert len(stage_reference["stage"]["edges"]) == config.drift.stage_bins - 1
+    entry = stage_reference["features"]["events_total"]
+    assert len(entry["by_stage"]) == config.drift.stage_bins == len(entry["stage_rows"])
+    assert sum(entry["stage_rows"]) == N_TRAIN and entry["rows"] == N_TRAIN
+    assert all(sum(shares) == pytest.approx(1.0) for shares in entry["by_stage"])
+    assert "city" not in json.dumps(stage_reference)  # no categorical attr_* value travels
+    weights = np.r_[np.full(config.drift.stage_bins, 1 / config.drift.stage_bins), 0.0]
+    assert sum(expected_shares(entry, weights)) == pytest.approx(1.0)
+
+
+def test_a_week_at_one_course_stage_is_matched_to_that_stage(stage_reference, config):
+    """All students early in their courses: pooled training flags it, stage matching does not,
+    and a real shift at the same stage is still caught."""
+    early = staged(7, 400, stages=(0.0, 0.2))
+    scores = 1 / (1 + np.exp(early["events_total"] / 50))
+    pooled = {k: v for k, v in stage_reference.items() if k != "stage"}
+    assert "events_total" in set(check_drift(pooled, early, scores, config.drift).drifted["name"])
+    matched = check_drift(stage_reference, early, scores, config.drift)
+    assert matched.stage_matched and matched.count == 0, matched.table
+    thinned = staged(7, 400, stages=(0.0, 0.2), scale=0.3)
+    assert "events_total" in set(
+        check_drift(stage_reference, thinned, scores, config.drift).drifted["name"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("names", "types", "expected"),
+    [
+        (["a", "attr_region", "days_since_start", "b"], {"attr_region": "category"}, ["a", "b"]),
+        (["attr_prior", "a"], {"attr_prior": "float"}, ["attr_prior", "a"]),
+        (["events_7d_pct_in_run", "x", "y", "z"], {}, ["x", "y"]),
+    ],
+)
+def test_drift_features(config, names, types, expected):
+    cfg = config.drift.model_copy(update={"top_features": 2})
+    assert drift_features(names, types, cfg) == expected
