@@ -503,6 +503,7 @@ class ScoringConfig(Section):
     report_trend_weeks: int = Field(8, ge=1)
     report_histogram_bins: int = Field(20, ge=2)
     lock_wait_seconds: float = Field(300.0, ge=0)
+    num_threads: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> ScoringConfig:

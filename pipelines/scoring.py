@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,19 @@ def features_step(
         )
     check_rule_features(config.scoring, list(frame.columns))
     return frame.reset_index(drop=True)
+
+
+def with_scoring_threads(model, config: Config):
+    """The model set to use `scoring.num_threads` LightGBM threads (None: every core).
+
+    Training fixes its thread count for reproducible trees; a prediction or a row's
+    contributions are the same whatever the count, and TreeSHAP for the listed students is the
+    scorer's largest CPU cost.
+    """
+    threads = config.scoring.num_threads or os.cpu_count() or 1
+    if is_dataclass(model) and hasattr(model, "num_threads"):
+        return replace(model, num_threads=threads)
+    return model
 
 
 def predict_step(model, frame: pd.DataFrame) -> np.ndarray:
@@ -539,6 +553,7 @@ def score_steps(
 
     if model is None:
         model = timed("model", f"model {uri}", load_model_step, uri, io=True)
+    model = with_scoring_threads(model, config)
     if frame is None:
         frame = timed(
             "features",
