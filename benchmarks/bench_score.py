@@ -225,19 +225,35 @@ def child_score(source: Path, out: Path, result: Path, explain: str) -> None:
     info = json.loads((source / "school.json").read_text())
     config = load_config(overrides={"scoring": {"explain": explain}})
     high_water: dict[str, int] = {}
-    current: list[str] = []
 
-    def progress(message: str) -> None:
-        if ":" in message:
-            return  # a step's sub-stage
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        if current:
-            high_water[current[-1]] = peak
-        current.append(message)
+    def peak() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
-    summary = score_pipeline(source, info["data_end"], out=out, config=config, progress=progress)
-    if current:
-        high_water[current[-1]] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    def runner(name: str, step, *step_args, io: bool = False):
+        # The plain runner, noting the process's peak RSS after each step.
+        value = step(*step_args)
+        high_water[name] = peak()
+        return value
+
+    # As `notalone score` does: validate first (a source that fails is not scored); the build
+    # then knows whether exact duplicate events need dropping.
+    from features.validate import require_valid
+
+    validate_started, validate_cpu = time.perf_counter(), time.process_time()
+    report = require_valid(source, config.validation)
+    validate_s = time.perf_counter() - validate_started
+    validate_cpu_s = time.process_time() - validate_cpu
+    high_water["validate"] = peak()
+    summary = score_pipeline(
+        source,
+        info["data_end"],
+        out=out,
+        config=config,
+        runner=runner,
+        duplicate_events=report.duplicate_events,
+    )
+    summary["timings"] = {"validate": validate_s, **summary["timings"]}
+    summary["cpu_seconds"] = {"validate": validate_cpu_s, **summary["cpu_seconds"]}
     write_result(
         result,
         {
@@ -340,9 +356,11 @@ def run_size(target: int, args: argparse.Namespace, pilot_rate: float) -> dict:
 
 
 STEPS = (
+    "validate",
     "model",
     "features",
     "predict",
+    "drift",
     "history",
     "contacts",
     "rank",
@@ -350,6 +368,7 @@ STEPS = (
     "words",
     "report",
     "write",
+    "record",
 )
 
 
