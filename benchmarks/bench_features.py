@@ -216,7 +216,15 @@ def child_profile(source: Path, out: Path, result: Path, config_json: Path) -> N
     spill_dir = DATA / "tmp"
     sampler = StageSampler(spill_dir)
     with sampler:
-        rows = write_feature_file(source, out, config, progress=sampler.mark, temp_dir=spill_dir)
+        # As (b) runs it: `--no-validate` takes the source as clean (no duplicate search).
+        rows = write_feature_file(
+            source,
+            out,
+            config,
+            progress=sampler.mark,
+            temp_dir=spill_dir,
+            duplicate_events=False,
+        )
     write_result(result, {"rows": rows, **sampler.summary()})
 
 

@@ -251,7 +251,7 @@ def _rollups(
         active_days = f"bit_count(bit_or(1::BIGINT << (day - bin * {steps_per_day})))"
     else:
         active_days = "count(DISTINCT day)"
-    progress("daily rollup")
+    progress("weekly rollup")
     # Events -> (enrollment, bin) -> clamped into the grid, in one statement.
     con.execute(
         f"""
@@ -731,7 +731,7 @@ def iter_feature_chunks(
         _rollups(con, plan, say, duplicate_events)
         say("deadlines")
         _deadlines(con, plan)
-        say("grid")
+        say("course first seen")
         _course_first(con)
         attr_sql = "".join(f", e.{_q(a)}" for a in attrs)
         enr = (
