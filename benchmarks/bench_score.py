@@ -452,9 +452,11 @@ def section_text(rows: list[dict], info: dict) -> str:
             f"Machine: {info['cores']} cores ({info['cpu']}), {fmt_bytes(info['memory_total'])} "
             f"RAM, load {info['load_1m']:.1f} at the start{info.get('load_note', '')}.",
             "",
-            "(a) one DuckDB scan of the events; (b) `notalone score` (features at T, prediction, "
-            "cooldown and capacity, contributions for the listed students, reasons, tier, "
-            "message, report, atomic write); (c) the same with contributions for every active "
+            "(a) one DuckDB scan of the events; (b) the scorer as `notalone score --no-prefect` "
+            "runs it, in process (validation, features at T, prediction, drift check, cooldown "
+            "and capacity, contributions for the listed students on every core, reasons, tier, "
+            "message, report, atomic write, the week's MLflow run; the Prefect flow adds its "
+            "server start and task bookkeeping); (c) the same with contributions for every active "
             "enrollment (`scoring.explain: all`), the straightforward way.",
             "",
             *table_lines(rows),
