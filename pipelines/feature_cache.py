@@ -114,9 +114,17 @@ class FeatureCache:
         return path
 
     def prune(self) -> None:
+        """Keep the `keep` most recently used entries; drop temporary files of dead writers."""
+        from pipelines.locks import pid_alive
+
         entries = sorted(self.root.glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns)
         for stale in entries[: max(len(entries) - self.keep, 0)]:
             stale.unlink(missing_ok=True)
+        # A writer killed between writing and renaming leaves `.<entry>.<pid>.tmp` behind.
+        for tmp in self.root.glob(".*.tmp"):
+            pid = tmp.name.rsplit(".", 2)[-2]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,17 @@ from features.errors import NotaloneError
 POLL_SECONDS = 0.5
 
 
+def pid_alive(pid: int) -> bool:
+    """Is a process with this id running on this machine? (What a leftover file's writer was.)"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class LockBusy(NotaloneError):
     """Another run holds the lock and did not release it in time."""
 

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import secrets
+import socket
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -44,6 +45,8 @@ DEFAULT_MODEL_NAME = "notalone-dropout"
 DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}"
 MODEL_ARTIFACT = "model"
 KIND_TAG = "notalone.kind"
+HOST_TAG = "notalone.host"  # machine and process of a training run: a run left RUNNING by
+PID_TAG = "notalone.pid"  # a process that is gone was killed (see close_abandoned_runs)
 TRAIN_KIND = "train"
 SCORING_KIND = "scoring"
 AS_OF_TAG = "notalone.as_of"
@@ -159,6 +162,28 @@ def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
 
 
+def close_abandoned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Mark as KILLED the training runs of this machine still RUNNING although their process is
+    gone (killed mid-run); otherwise they stay "running" in MLflow forever. Returns their ids."""
+    from pipelines.locks import pid_alive
+
+    host = socket.gethostname()
+    stale = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"attributes.status = 'RUNNING' AND tags.`{KIND_TAG}` = '{TRAIN_KIND}' "
+            f"AND tags.`{HOST_TAG}` = '{host}'"
+        ),
+    )
+    closed = []
+    for run in stale:
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and not pid_alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
 def log_training_run(
     client: MlflowClient,
     experiment_id: str,
@@ -167,9 +192,11 @@ def log_training_run(
     input_example: pd.DataFrame,
 ) -> tuple[str, str]:
     """Log one training run and its model; returns (run_id, model_uri)."""
+    close_abandoned_runs(client, experiment_id)
     with mlflow.start_run(experiment_id=experiment_id, run_name=record.run_name) as run:
         run_id = run.info.run_id
-        mlflow.set_tags({KIND_TAG: TRAIN_KIND, **record.tags})
+        owner = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+        mlflow.set_tags({KIND_TAG: TRAIN_KIND, **owner, **record.tags})
         mlflow.log_params({k: _param_value(v) for k, v in record.params.items()})
         mlflow.log_metrics(_finite(record.metrics))
         for name, points in record.step_metrics.items():

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.locks import pid_alive
+
 RANKING_FILE = "ranking.parquet"
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.json"
@@ -155,16 +157,6 @@ def csv_blocks(table: pd.DataFrame, key: str) -> dict[str, str]:
     return blocks
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _pid_of(name: str) -> int | None:
     m = re.search(r"\.(?:tmp|old)-(\d+)", name)
     return int(m.group(1)) if m else None
@@ -178,14 +170,14 @@ def recover_interrupted(target: Path) -> None:
     if not parent.is_dir():
         return
     olds = sorted(parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    dead_olds = [p for p in olds if not _pid_alive(_pid_of(p.name) or -1)]
+    dead_olds = [p for p in olds if not pid_alive(_pid_of(p.name) or -1)]
     if not target.exists() and dead_olds:
         os.rename(dead_olds[-1], target)
         dead_olds = dead_olds[:-1]
     for path in dead_olds:
         shutil.rmtree(path, ignore_errors=True)
     for path in parent.glob(f".{target.name}.tmp-*"):
-        if not _pid_alive(_pid_of(path.name) or -1):
+        if not pid_alive(_pid_of(path.name) or -1):
             shutil.rmtree(path, ignore_errors=True)
 
 

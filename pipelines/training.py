@@ -366,7 +366,12 @@ def register_step(
     split: TimeSplit,
     config: Config,
 ) -> dict:
-    """Register the version, alias it `challenger`, and apply the promotion rule."""
+    """Register the version, alias it `challenger`, and apply the promotion rule.
+
+    Crash safety: the version and the run are tagged with the decision first and the aliases move
+    last, `champion` at the very end. A run killed at any point leaves the champion alias on a
+    complete version whose promotion is recorded; a killed run's version at most lacks an alias.
+    """
     from pipelines import mlflow_store as store
 
     ws = Workspace.resolve().activate()
@@ -406,7 +411,6 @@ def register_step(
         champion_exists=champion is not None,
         champion_compatible=compatible,
     )
-    store.set_alias(client, name, store.CHALLENGER, version)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     version_tags = {
         "promotion_decision": "promoted" if decision.promote else "kept_champion",
@@ -417,7 +421,6 @@ def register_step(
         ),
     }
     if decision.promote:
-        store.set_alias(client, name, store.CHAMPION, version)
         version_tags.update({"promoted_by": "notalone train", "promoted_at": now})
     store.tag_version(client, name, version, version_tags)
     run_metrics = {f"challenger_{metric}": challenger_value}
@@ -433,6 +436,10 @@ def register_step(
             **{f"promotion.{k}": v for k, v in version_tags.items()},
         },
     )
+    # The aliases move only now that the version and the run record everything (see above).
+    store.set_alias(client, name, store.CHALLENGER, version)
+    if decision.promote:
+        store.set_alias(client, name, store.CHAMPION, version)
     return {
         "version": version,
         "aliases": store.version_aliases(client, name, version),

@@ -72,3 +72,21 @@ def trained_school(demo_workspace):
     """(home, source, train result) of the demo workspace: a school and a champion trained on it."""
     home, _, summary = demo_workspace
     return home, Path(summary["source"]), summary["train"]
+
+
+# --- Subprocesses: crash, idempotence and privacy tests (issue 7) --------------------------------
+
+
+@pytest.fixture(scope="session")
+def subprocess_env(tmp_path_factory) -> dict[str, str]:
+    """Environment for `python` subprocesses of the tests: the test's own, with bytecode cached
+    in one temporary folder for the session (imports of MLflow/LightGBM take seconds without it;
+    nothing is written into the tree) and without MLflow telemetry."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env["PYTHONPYCACHEPREFIX"] = str(tmp_path_factory.mktemp("pycache"))
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env["DO_NOT_TRACK"] = "1"
+    return env

@@ -97,3 +97,24 @@ def test_prune_keeps_the_newest_entries(tmp_path):
         os.utime(path, ns=(i * 10**9, i * 10**9))
     cache.prune()
     assert sorted(p.stem for p in cache.root.glob("*.parquet")) == ["b", "c"]
+
+
+def test_prune_drops_temporary_files_of_dead_writers_only(tmp_path):
+    import subprocess
+    import sys
+
+    cache = FeatureCache(tmp_path / "cache", keep=2)
+    cache.root.mkdir(parents=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.strip()
+    killed = cache.root / f".k.parquet.{dead}.tmp"  # a writer killed before its rename
+    alive = cache.root / f".k.parquet.{os.getpid()}.tmp"  # a writer still at work
+    for path in (killed, alive):
+        path.write_bytes(b"partial")
+    cache.prune()
+    assert not killed.exists()
+    assert alive.exists()
