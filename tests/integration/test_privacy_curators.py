@@ -79,7 +79,12 @@ def scored(many_curators, trained_school, tmp_path_factory) -> dict:
         args = ["score", "--source", str(many_curators), "--as-of", as_of, "--out", str(out)]
         result = CliRunner().invoke(app, [*args, "--no-prefect"])
     assert result.exit_code == 0, result.output
-    return {"home": home, "out": out, "ranking": pd.read_parquet(out / "ranking.parquet")}
+    return {
+        "home": home,
+        "out": out,
+        "ranking": pd.read_parquet(out / "ranking.parquet"),
+        "printed": result.output,
+    }
 
 
 def enrolled_pairs(source: Path) -> dict[str, set[Pair]]:
@@ -290,3 +295,20 @@ def test_training_artifacts_hold_no_student_id_and_no_attr_value(trained_school,
     text = tmp_path / "plot.json"
     text.write_text(json.dumps({"label": f"risk of {student}"}))
     assert leaks(text, ids, categories) == {"ids": {student}}
+
+
+def test_the_pseudonymisation_secret_is_never_written_or_printed(scored):
+    """The key behind the pseudonyms stays in `secret.key` (mode 0600): not in MLflow (database,
+    run and model artifacts), not in the week's outputs, not in what the scorer prints."""
+    home = scored["home"]
+    key_file = home / "secret.key"
+    assert key_file.is_file() and (key_file.stat().st_mode & 0o077) == 0
+    secret = key_file.read_bytes().strip()
+    assert len(secret) >= 32
+    places = [home / "mlflow.db", *artifact_folders(home), scored["out"]]
+    files = [p for place in places for p in ([place] if place.is_file() else place.rglob("*"))]
+    files = [p for p in files if p.is_file()]
+    assert len(files) > 10
+    holding = [str(p) for p in files if secret in p.read_bytes()]
+    assert holding == []
+    assert secret.decode() not in scored["printed"]
