@@ -542,6 +542,7 @@ class DriftConfig(Section):
     )
     stage_feature: str | None = "course_elapsed_share"
     stage_bins: int = Field(5, ge=1)
+    min_validation_stage_rows: int = Field(200, ge=0)
     noise_quantile: float | None = Field(0.99, gt=0, lt=1)
     noise_draws: int = Field(1000, ge=1)
 

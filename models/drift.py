@@ -114,7 +114,12 @@ def _skipped(name: str, patterns: Sequence[str]) -> bool:
 
 
 def build_drift_reference(
-    model, train: pd.DataFrame, validation: pd.DataFrame, validation_scores, config: Config
+    model,
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    validation_scores,
+    config: Config,
+    train_scores=None,
 ) -> dict:
     """The training reference for drift checks, with shares per course-stage bucket.
 
@@ -135,6 +140,13 @@ def build_drift_reference(
         features[col]["rows"] = len(train)
     validation_scores = np.asarray(validation_scores, dtype="float64")
     score = summarise_numeric(validation_scores, cfg.bins)
+    if train_scores is not None:
+        # Bin edges over every score the model gave in training, so that stages the validation
+        # rows never reached (filled from training scores below) are not one open-ended bin;
+        # the pooled shares stay the validation rows' (out of sample).
+        all_scores = np.r_[validation_scores, np.asarray(train_scores, dtype="float64")]
+        score["edges"] = summarise_numeric(all_scores, cfg.bins)["edges"]
+        score["shares"], score["missing_share"] = shares_like(score, validation_scores)
     score["rows"] = len(validation_scores)
     reference: dict[str, Any] = {
         "bins": cfg.bins,
@@ -154,7 +166,29 @@ def build_drift_reference(
         _add_strata(
             score, validation_scores, stage_buckets(edges, validation[stage]), len(edges) + 1
         )
+        if train_scores is not None:
+            # A time split takes validation rows from the latest runs, which have not reached
+            # their late stages: there the training rows' own scores are the only reference.
+            filled = _fill_sparse_strata(
+                score, train_scores, train_buckets, cfg.min_validation_stage_rows
+            )
+            if filled:
+                score["in_sample_stages"] = filled
     return reference
+
+
+def _fill_sparse_strata(entry: dict, values, buckets: np.ndarray, min_rows: int) -> list[int]:
+    """Stage buckets with fewer than `min_rows` rows take `values` of that bucket instead (when
+    there are more of them); returns the buckets filled."""
+    values = pd.Series(np.asarray(values, dtype="float64")).reset_index(drop=True)
+    filled = []
+    for b, rows in enumerate(entry["stage_rows"]):
+        candidates = values[buckets == b]
+        if rows < min_rows and len(candidates) > rows:
+            entry["by_stage"][b] = full_shares(entry, candidates)
+            entry["stage_rows"][b] = len(candidates)
+            filled.append(b)
+    return filled
 
 
 def stage_buckets(edges: Sequence[float], values) -> np.ndarray:

@@ -208,7 +208,12 @@ def _fit_models(
     )
     started = time.perf_counter()
     model.reference = build_drift_reference(
-        model, train, validation, calibrator.transform(raw_valid), config
+        model,
+        train,
+        validation,
+        calibrator.transform(raw_valid),
+        config,
+        train_scores=model.predict_proba(train),
     )
     timings["reference_s"] = time.perf_counter() - started
 

@@ -277,3 +277,27 @@ def test_a_week_at_one_course_stage_is_matched_to_that_stage(stage_reference, co
 def test_drift_features(config, names, types, expected):
     cfg = config.drift.model_copy(update={"top_features": 2})
     assert drift_features(names, types, cfg) == expected
+
+
+def test_stages_the_validation_rows_never_reached_take_the_training_scores(config):
+    """A time split's validation rows are early in their courses; a late-stage week is then
+    compared with the training rows' own scores of that stage, not flagged for being late."""
+
+    def risk(frame):
+        return 1 / (1 + np.exp(-(frame["course_elapsed_share"] * 4 - 2)))  # rises with stage
+
+    train, validation = staged(0, N_TRAIN), staged(1, 2000, stages=(0.0, 0.3))
+    late = staged(9, 400, stages=(0.8, 1.0))
+    without = build_drift_reference(StageModel(), train, validation, risk(validation), config)
+    assert "score" in set(check_drift(without, late, risk(late), config.drift).drifted["name"])
+
+    filled = build_drift_reference(
+        StageModel(), train, validation, risk(validation), config, train_scores=risk(train)
+    )
+    last = config.drift.stage_bins - 1
+    assert last in filled["score"]["in_sample_stages"]
+    assert 0 not in filled["score"]["in_sample_stages"]  # enough validation rows there
+    check = check_drift(filled, late, risk(late), config.drift)
+    assert "score" not in set(check.drifted["name"]), check.table
+    shifted = np.clip(risk(late) + 0.3, 0, 1)  # the same stage, riskier: still caught
+    assert "score" in set(check_drift(filled, late, shifted, config.drift).drifted["name"])
