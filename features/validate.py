@@ -33,6 +33,7 @@ missing table or column, an unreadable file). Example rows show the raw values a
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -179,7 +180,10 @@ def validate_source(
     """
     source = Path(source)
     con = connect(config.duckdb_memory_limit, config.duckdb_threads, temp_dir)
-    con.execute("SET enable_progress_bar = false")  # features/ never prints
+    # features/ never prints; in Jupyter without ipywidgets DuckDB refuses to touch the setting
+    # (and shows no bar there anyway).
+    with contextlib.suppress(duckdb.Error):
+        con.execute("SET enable_progress_bar = false")
     try:
         return _Validator(con, source, config).run()
     finally:

@@ -251,11 +251,13 @@ SOURCE_FINGERPRINT_TAG = "notalone.source_fingerprint"
 
 
 @io_step
-def training_frame_task(source: str, config: Config) -> pd.DataFrame:
+def training_frame_task(
+    source: str, config: Config, duplicate_events: bool | None = None
+) -> pd.DataFrame:
     from pipelines import training
 
     say("features (all weekly snapshots)")
-    return training.build_training_frame(source, config, progress=say)
+    return training.build_training_frame(source, config, say, duplicate_events)
 
 
 @step
@@ -328,14 +330,18 @@ class StepClock:
 
 @flow(name="train", log_prints=False)
 def train_flow(source: str, config: ConfigParam = None, experiment: str | None = None) -> dict:
-    """Features of every weekly snapshot -> time split -> fit -> evaluate -> MLflow run ->
-    registered version (champion when it beats the current one on the same test rows)."""
+    """Source validated -> features of every weekly snapshot -> time split -> fit -> evaluate ->
+    MLflow run -> registered version (champion when it beats the current one on the same test
+    rows)."""
     from pipelines import prefect_store
 
     cfg = resolve_config(config)
     clock = StepClock()
     source = str(source)
-    frame = with_retries(training_frame_task, cfg)(source, cfg)
+    # A source that breaks the contract is never trained on (nor scored).
+    duplicate_events = validate_source_task(source, cfg)
+    clock.lap("validate")
+    frame = with_retries(training_frame_task, cfg)(source, cfg, duplicate_events)
     clock.lap("features")
     split = split_task(frame, cfg)
     clock.lap("split")

@@ -64,10 +64,30 @@ def _noop(_: str) -> None:
 # Steps (plain functions; a Prefect flow wraps each one as a task)
 
 
+def validate_step(source: str | Path, config: Config, progress: Progress | None = None) -> bool:
+    """The contract check before training: a model learnt from a source that breaks the
+    contract (a score of 1e9, null ids) would be wrong without saying so. Raises
+    `ValidationFailed` on errors; returns whether exact duplicate events were found (the feature
+    build then drops them)."""
+    from features.validate import require_valid
+
+    ws = Workspace.resolve().activate()
+    say = progress or _noop
+    say("validating the source")
+    report = require_valid(Path(source), config.validation, temp_dir=ws.tmp)
+    if report.warnings:
+        say(f"{len(report.warnings)} validation warning(s): {report.summary()}")
+    return report.duplicate_events
+
+
 def build_training_frame(
-    source: str | Path, config: Config, progress: Progress | None = None
+    source: str | Path,
+    config: Config,
+    progress: Progress | None = None,
+    duplicate_events: bool | None = None,
 ) -> pd.DataFrame:
-    """Every weekly snapshot of the source with labels (from the feature cache when unchanged)."""
+    """Every weekly snapshot of the source with labels (from the feature cache when unchanged).
+    `duplicate_events` as validation found it (None: the build checks)."""
     from features.build import build_feature_frame
     from pipelines.feature_cache import FeatureCache, cached_feature_frame
 
@@ -82,6 +102,7 @@ def build_training_frame(
             as_of=None,
             progress=lambda part: say(f"features: {part}"),
             temp_dir=ws.tmp,
+            duplicate_events=duplicate_events,
         )
 
     cached = cached_feature_frame(cache, source, config, None, build)
@@ -493,7 +514,9 @@ def train_pipeline(
         timings[step] = round(now - clock, 3)
         clock = now
 
-    frame = build_training_frame(source, config, say)
+    duplicate_events = validate_step(source, config, say)
+    lap("validate")
+    frame = build_training_frame(source, config, say, duplicate_events)
     lap("features")
     say("splitting by time")
     split = split_step(frame, config)

@@ -229,3 +229,27 @@ def test_source_variant_keeps_only_what_the_experiment_asks(school, tmp_path):
 
     with pytest.raises(NotaloneError, match="no course run"):
         write_source_variant(school, tmp_path / "none", ["ZZZ"])
+
+
+def test_a_source_that_fails_validation_is_not_trained_on(
+    school, mlflow_template, tmp_path, monkeypatch
+):
+    source = tmp_path / "broken"
+    shutil.copytree(school, source)
+    enrollments = pd.read_parquet(source / "enrollments.parquet")
+    enrollments.loc[enrollments.index[:3], "student_id"] = None  # null keys break the contract
+    enrollments.to_parquet(source / "enrollments.parquet", index=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(mlflow_template, home / "mlflow.db")
+    _env(monkeypatch, home)
+
+    result = CliRunner().invoke(app, ["train", "--source", str(source), "--no-prefect"])
+    assert result.exit_code == 2, result.output
+    assert "fails the contract check" in result.stderr
+    assert "enrollments.student_id" in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    assert client.search_registered_models() == []  # nothing was trained or registered
