@@ -122,7 +122,8 @@ def week_start(moment: datetime, weekday: int) -> datetime:
 def latest_week(source: str | Path, config: Config, now: datetime | None = None) -> datetime:
     """The as-of time of the latest complete week: the last week start (00:00 UTC of
     `schedule.week_starts_on`) at or before both `now` and the end of the data, at which some
-    enrollment is active. Features at T read only rows before T, so the week before is complete.
+    enrollment is active (in a run at least `snapshots.first_offset_days` old). Features at T
+    read only rows before T, so the week before is complete.
 
     The data is taken to cover the whole day of its last record (a source exported on Sunday
     night covers Sunday), so its end is the next midnight after the last timestamp.
@@ -146,11 +147,13 @@ def latest_week(source: str | Path, config: Config, now: datetime | None = None)
                 """
                 SELECT count(*) FROM raw_enrollments e JOIN raw_courses c
                   ON CAST(e.course_id AS VARCHAR) = CAST(c.course_id AS VARCHAR)
-                WHERE CAST(c.start_at AS TIMESTAMPTZ) <= $t AND $t <= CAST(c.end_at AS TIMESTAMPTZ)
+                WHERE CAST(c.start_at AS TIMESTAMPTZ) + to_days($offset) <= $t
+                  AND $t <= CAST(c.end_at AS TIMESTAMPTZ)
                   AND CAST(e.enrolled_at AS TIMESTAMPTZ) <= $t
                   AND (e.unenrolled_at IS NULL OR CAST(e.unenrolled_at AS TIMESTAMPTZ) >= $t)
                 """,
-                {"t": candidate},
+                # Scored from a run's first snapshot on, as the feature build does.
+                {"t": candidate, "offset": config.snapshots.first_offset_days},
             ).fetchall()[0]
             if active:
                 return candidate

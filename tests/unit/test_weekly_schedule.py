@@ -67,3 +67,51 @@ def test_artifact_keys_are_valid_and_distinct_for_awkward_ids():
     keys = [artifact_key("curator", cid) for cid in ids]
     assert len(set(keys)) == len(ids)
     assert all(k and set(k) <= set("abcdefghijklmnopqrstuvwxyz0123456789-") for k in keys)
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        ("2025-01-08", None),  # the run is 2 days old on 01-06 .. nobody can be scored yet
+        ("2025-01-14", "2025-01-13"),  # its first weekly snapshot
+    ],
+)
+def test_latest_week_starts_at_a_runs_first_snapshot(tmp_path, now, expected):
+    start = pd.Timestamp("2025-01-06", tz="UTC")  # a Monday
+    tables = {
+        "courses": pd.DataFrame(
+            {"course_id": ["c1"], "start_at": [start], "end_at": [start + pd.Timedelta(weeks=8)]}
+        ),
+        "enrollments": pd.DataFrame(
+            {
+                "student_id": ["s1"],
+                "course_id": ["c1"],
+                "enrolled_at": [start - pd.Timedelta(days=3)],
+                "unenrolled_at": pd.to_datetime([pd.NaT], utc=True),
+                "curator_id": ["k1"],
+            }
+        ),
+        "events": pd.DataFrame(
+            {
+                "student_id": ["s1"],
+                "course_id": ["c1"],
+                "ts": [pd.Timestamp(now, tz="UTC") - pd.Timedelta(hours=1)],
+                "event_type": ["login"],
+            }
+        ),
+        "assignments": pd.DataFrame(
+            {
+                "assignment_id": ["a1"],
+                "course_id": ["c1"],
+                "due_at": [start + pd.Timedelta(days=6)],
+            }
+        ),
+    }
+    source = write_source(tmp_path / "school", tables)
+    when = datetime.fromisoformat(now).replace(tzinfo=UTC)
+    if expected is None:
+        with pytest.raises(NotaloneError, match="no week"):
+            latest_week(source, load_config(), now=when)
+    else:
+        week = latest_week(source, load_config(), now=when)
+        assert week == datetime.fromisoformat(expected).replace(tzinfo=UTC)
