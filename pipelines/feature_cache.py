@@ -149,3 +149,32 @@ def cached_feature_frame(
     frame = build()
     cache.put(key, frame)
     return CachedFrame(frame, key, hit=False)
+
+
+def workspace_features(
+    source: str | Path,
+    config: Config,
+    as_of: datetime | None = None,
+    duplicate_events: bool | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> CachedFrame:
+    """Point-in-time features of `source` (at `as_of`, or every weekly snapshot) through the
+    workspace's feature cache: built only when this source, config and as-of time are new.
+    `duplicate_events` as validation found it (None: the build checks)."""
+    from features.build import build_feature_frame
+    from pipelines.settings import Workspace
+
+    workspace = Workspace.resolve().activate()
+    cache = FeatureCache(workspace.cache / "features", keep=config.schedule.feature_cache_entries)
+
+    def build() -> pd.DataFrame:
+        return build_feature_frame(
+            source,
+            config,
+            as_of=as_of,
+            progress=progress,
+            temp_dir=workspace.tmp,
+            duplicate_events=duplicate_events,
+        )
+
+    return cached_feature_frame(cache, source, config, as_of, build)

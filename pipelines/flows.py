@@ -183,25 +183,13 @@ def cached_features(
     workspace's feature cache when the same source, config and as-of were built before.
     `duplicate_events` as validation found it (None: the build checks). Returns a
     `CachedFrame` (frame, key, hit)."""
-    from features.build import build_feature_frame
-    from pipelines.feature_cache import FeatureCache, cached_feature_frame
+    from pipelines.feature_cache import workspace_features
 
-    workspace = Workspace.resolve().activate()
-    cache = FeatureCache(workspace.cache / "features", keep=config.schedule.feature_cache_entries)
     what = f"as of {as_of.date()}" if as_of else "all weekly snapshots"
     say(f"features ({what})")
-
-    def build() -> pd.DataFrame:
-        return build_feature_frame(
-            source,
-            config,
-            as_of=as_of,
-            progress=lambda part: say(f"features ({what}): {part}"),
-            temp_dir=workspace.tmp,
-            duplicate_events=duplicate_events,
-        )
-
-    cached = cached_feature_frame(cache, source, config, as_of, build)
+    cached = workspace_features(
+        source, config, as_of, duplicate_events, lambda part: say(f"features ({what}): {part}")
+    )
     say(
         f"features ({what}): {len(cached.frame):,} rows"
         + (" from the cache" if cached.hit else ", cached")

@@ -88,24 +88,12 @@ def build_training_frame(
 ) -> pd.DataFrame:
     """Every weekly snapshot of the source with labels (from the feature cache when unchanged).
     `duplicate_events` as validation found it (None: the build checks)."""
-    from features.build import build_feature_frame
-    from pipelines.feature_cache import FeatureCache, cached_feature_frame
+    from pipelines.feature_cache import workspace_features
 
-    ws = Workspace.resolve().activate()
     say = progress or _noop
-    cache = FeatureCache(ws.cache / "features", keep=config.schedule.feature_cache_entries)
-
-    def build() -> pd.DataFrame:
-        return build_feature_frame(
-            source,
-            config,
-            as_of=None,
-            progress=lambda part: say(f"features: {part}"),
-            temp_dir=ws.tmp,
-            duplicate_events=duplicate_events,
-        )
-
-    cached = cached_feature_frame(cache, source, config, None, build)
+    cached = workspace_features(
+        source, config, None, duplicate_events, lambda part: say(f"features: {part}")
+    )
     say(f"features: {len(cached.frame):,} rows" + (" (cached)" if cached.hit else ""))
     return cached.frame
 
