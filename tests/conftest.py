@@ -74,6 +74,27 @@ def trained_school(demo_workspace):
     return home, Path(summary["source"]), summary["train"]
 
 
+@pytest.fixture(scope="session")
+def trained_week(trained_school):
+    """(home, source, as_of) of the trained school: the week at the end of its data."""
+    import pandas as pd
+
+    from features.synthetic import read_school_info
+
+    home, source, _ = trained_school
+    as_of = pd.Timestamp(read_school_info(source)["data_end"]).to_pydatetime()
+    return home, source, as_of
+
+
+@pytest.fixture()
+def trained_workspace(trained_week, monkeypatch):
+    """(source, as_of) with NOTALONE_HOME on the trained school's workspace (its champion)."""
+    home, source, as_of = trained_week
+    monkeypatch.setenv("NOTALONE_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return source, as_of
+
+
 # --- Subprocesses: crash, idempotence and privacy tests (issue 7) --------------------------------
 
 

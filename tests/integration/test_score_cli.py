@@ -13,25 +13,14 @@ import pytest
 from typer.testing import CliRunner
 
 from configs import load_config
-from features.synthetic import read_school_info
 from pipelines.cli import app
 
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def school(trained_school):
-    home, source, _ = trained_school
-    as_of = pd.Timestamp(read_school_info(source)["data_end"]).to_pydatetime()
-    return home, source, as_of
-
-
 @pytest.fixture()
-def workspace(school, monkeypatch):
-    home, source, as_of = school
-    monkeypatch.setenv("NOTALONE_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return source, as_of
+def workspace(trained_workspace):
+    return trained_workspace
 
 
 def score(source, as_of, out: Path, *extra: str):
@@ -53,9 +42,9 @@ def score(source, as_of, out: Path, *extra: str):
 
 
 @pytest.fixture(scope="module")
-def scored(school, tmp_path_factory):
+def scored(trained_week, tmp_path_factory):
     """Two consecutive weeks scored into one outputs root (so the second has a change column)."""
-    home, source, as_of = school
+    home, source, as_of = trained_week
     root = tmp_path_factory.mktemp("outputs")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NOTALONE_HOME", str(home))
@@ -162,8 +151,8 @@ def test_rerunning_the_same_week_gives_byte_identical_lists(scored, workspace):
     assert first == second and first
 
 
-def test_without_a_champion_the_scorer_says_how_to_train_one(school, tmp_path):
-    _, source, as_of = school  # NOTALONE_HOME is a fresh, empty workspace here
+def test_without_a_champion_the_scorer_says_how_to_train_one(trained_week, tmp_path):
+    _, source, as_of = trained_week  # NOTALONE_HOME is a fresh, empty workspace here
     result = score(source, as_of, tmp_path / "out")
     assert result.exit_code == 2
     assert "notalone train" in result.output

@@ -16,32 +16,23 @@ import pytest
 from typer.testing import CliRunner
 
 from configs import load_config
-from features.synthetic import read_school_info
 from pipelines.cli import app
 
 runner = CliRunner()
 KEEP_ONE_EVENT_IN = 8  # the thinned source keeps one event in eight
 
 
-@pytest.fixture(scope="module")
-def school(trained_school):
-    home, source, _ = trained_school
-    as_of = pd.Timestamp(read_school_info(source)["data_end"]).date().isoformat()
-    return home, source, as_of
-
-
 @pytest.fixture()
-def workspace(school, monkeypatch):
-    home, source, as_of = school
-    monkeypatch.setenv("NOTALONE_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return source, as_of
+def workspace(trained_workspace):
+    """(source, as_of as an ISO date) on the trained school's workspace."""
+    source, as_of = trained_workspace
+    return source, as_of.date().isoformat()
 
 
 @pytest.fixture(scope="module")
-def thinned(school, tmp_path_factory) -> Path:
+def thinned(trained_week, tmp_path_factory) -> Path:
     """The school with seven events in eight dropped (deterministically), everything else kept."""
-    _, source, _ = school
+    _, source, _ = trained_week
     target = tmp_path_factory.mktemp("thinned") / "school"
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("events"))
     con = duckdb.connect()
