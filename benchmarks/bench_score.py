@@ -4,7 +4,7 @@ For about 100k and 1M active enrollments it measures, each step in its own proce
 peak RSS of the process tree):
 
 (a) the floor: one DuckDB scan of the events table (every column the features read);
-(b) the scorer end to end, in process as `notalone score --no-prefect` runs it (`score_pipeline`):
+(b) the scorer end to end, in process as `notalone score` runs it (`score_steps`):
     model load, features at T, prediction, cooldown/capacity ranking, contributions for the listed
     students, reasons/tier/message, report, atomic write; with the time of each step;
 (c) the straightforward way for comparison: the same with contributions (TreeSHAP) for every
@@ -189,11 +189,12 @@ def ensure_model(seed: int) -> str:
 
 def child_train(source: Path, result: Path) -> None:
     from configs import load_config
+    from pipelines.runner import Steps
     from pipelines.settings import Workspace
-    from pipelines.training import train_pipeline
+    from pipelines.train_steps import train_steps
 
-    Workspace.resolve().activate()
-    trained = train_pipeline(source, load_config())
+    workspace = Workspace.resolve().activate()
+    trained = train_steps(source=source, config=load_config(), workspace=workspace, steps=Steps())
     write_result(result, {"version": trained["version"]})
 
 
@@ -213,13 +214,16 @@ def child_floor(source: Path, result: Path) -> None:
 
 
 def child_score(source: Path, out: Path, result: Path, explain: str) -> None:
-    """(b) / (c): the scorer as `notalone score --no-prefect` runs it, with step timings and the
+    """(b) / (c): the scorer as `notalone score` runs it, with step timings and the
     process's peak RSS so far at the end of each step (which step set the high-water mark)."""
     import resource
 
     started = time.perf_counter()
     from configs import load_config
-    from pipelines.scoring import score_pipeline
+    from pipelines.runner import Steps
+    from pipelines.schedule import parse_as_of
+    from pipelines.score_steps import score_steps
+    from pipelines.settings import Workspace
 
     imported = time.perf_counter() - started
     info = json.loads((source / "school.json").read_text())
@@ -229,31 +233,22 @@ def child_score(source: Path, out: Path, result: Path, explain: str) -> None:
     def peak() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
-    def runner(name: str, step, *step_args, io: bool = False):
+    def runner(name: str, step, *step_args, io: bool = False, **step_kwargs):
         # The plain runner, noting the process's peak RSS after each step.
-        value = step(*step_args)
+        value = step(*step_args, **step_kwargs)
         high_water[name] = peak()
         return value
 
-    # As `notalone score` does: validate first (a source that fails is not scored); the build
-    # then knows whether exact duplicate events need dropping.
-    from features.validate import require_valid
-
-    validate_started, validate_cpu = time.perf_counter(), time.process_time()
-    report = require_valid(source, config.validation)
-    validate_s = time.perf_counter() - validate_started
-    validate_cpu_s = time.process_time() - validate_cpu
-    high_water["validate"] = peak()
-    summary = score_pipeline(
-        source,
-        info["data_end"],
-        out=out,
+    # As `notalone score` does: the sequence validates first (a source that fails is not
+    # scored); the build then knows whether exact duplicate events need dropping.
+    summary = score_steps(
+        source=source,
+        as_of=parse_as_of(info["data_end"]),
         config=config,
-        runner=runner,
-        duplicate_events=report.duplicate_events,
-    )
-    summary["timings"] = {"validate": validate_s, **summary["timings"]}
-    summary["cpu_seconds"] = {"validate": validate_cpu_s, **summary["cpu_seconds"]}
+        workspace=Workspace.resolve().activate(),
+        steps=Steps(runner=runner),
+        out=out,
+    ).result
     write_result(
         result,
         {
@@ -452,7 +447,7 @@ def section_text(rows: list[dict], info: dict) -> str:
             f"Machine: {info['cores']} cores ({info['cpu']}), {fmt_bytes(info['memory_total'])} "
             f"RAM, load {info['load_1m']:.1f} at the start{info.get('load_note', '')}.",
             "",
-            "(a) one DuckDB scan of the events; (b) the scorer as `notalone score --no-prefect` "
+            "(a) one DuckDB scan of the events; (b) the scorer as `notalone score` "
             "runs it, in process (validation, features at T, prediction, drift check, cooldown "
             "and capacity, contributions for the listed students on every core, reasons, tier, "
             "message, report, atomic write, the week's MLflow run; the Prefect flow adds its "

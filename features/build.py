@@ -98,8 +98,23 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+@dataclass(frozen=True)
+class CalendarWeeks:
+    """Snapshots at `first`, `first` + step, ... up to `last` for every enrollment active then:
+    what the weekly scorer would have scored at each of those times (a backtest's frame)."""
+
+    first: datetime
+    last: datetime
+
+    def key(self) -> str:
+        return f"calendar:{self.first.isoformat()}..{self.last.isoformat()}"
+
+
 def _prepare_base_tables(
-    con: duckdb.DuckDBPyConnection, config: Config, as_of: datetime | None, plan: Plan
+    con: duckdb.DuckDBPyConnection,
+    config: Config,
+    as_of: datetime | CalendarWeeks | None,
+    plan: Plan,
 ) -> list[str]:
     """Typed courses/enrollments with per-course anchors and snapshot ranges."""
     has_mentor = _has_column(con, "raw_enrollments", "mentor_id")
@@ -129,6 +144,22 @@ def _prepare_base_tables(
                    CAST(floor((end_s - start_s - {shift}) / {step_s}) AS INTEGER) AS k_last
             FROM courses
             WHERE end_s - start_s - {shift} >= {k_min} * {step_s}
+            """
+        )
+    elif isinstance(as_of, CalendarWeeks):
+        # Every step from `first` to `last` at which a run is going (from its first snapshot
+        # on): anchored on the calendar, not on each run's start, so all runs share the times.
+        t0, t1 = as_of.first.timestamp(), as_of.last.timestamp()
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE anchors AS
+            SELECT course_id, start_s, end_s, {t0}::DOUBLE AS anchor_s,
+                   CAST(greatest(ceil((start_s + {offset_s} - {t0}) / {step_s}), 0) AS INTEGER)
+                       AS k_first,
+                   CAST(floor((least(end_s, {t1}) - {t0}) / {step_s}) AS INTEGER) AS k_last
+            FROM courses
+            WHERE greatest(ceil((start_s + {offset_s} - {t0}) / {step_s}), 0)
+                  <= floor((least(end_s, {t1}) - {t0}) / {step_s})
             """
         )
     else:
@@ -708,7 +739,7 @@ def _course_chunks(enr: pd.DataFrame, grid_rows: pd.Series, max_rows: int) -> li
 def iter_feature_chunks(
     con: duckdb.DuckDBPyConnection,
     config: Config,
-    as_of: datetime | None = None,
+    as_of: datetime | CalendarWeeks | None = None,
     progress: Progress | None = None,
     duplicate_events: bool | None = None,
 ) -> Iterator[pd.DataFrame]:
@@ -819,7 +850,7 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
 def build_feature_frame(
     source: str | Path,
     config: Config,
-    as_of: datetime | None = None,
+    as_of: datetime | CalendarWeeks | None = None,
     progress: Progress | None = None,
     temp_dir: Path | None = None,
     duplicate_events: bool | None = None,
@@ -843,7 +874,7 @@ def write_feature_file(
     source: str | Path,
     out: str | Path,
     config: Config,
-    as_of: datetime | None = None,
+    as_of: datetime | CalendarWeeks | None = None,
     progress: Progress | None = None,
     temp_dir: Path | None = None,
     duplicate_events: bool | None = None,

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -171,3 +172,140 @@ def csv_lines_sql(table: TableFile) -> str:
         f"read_csv('{p}', header = false, auto_detect = false, columns = {{'line': 'VARCHAR'}}, "
         f"delim = '{chr(1)}', quote = '', escape = '')"
     )
+
+
+# --- Queries the weekly job asks of a source (connections with the raw_* views of
+# `features.build.register_views`, or the source folder itself). ------------------------------
+
+
+def first_course_start(con) -> float | None:
+    """Epoch seconds of the earliest course-run start, or None when there are no runs."""
+    return con.execute(
+        "SELECT min(epoch(CAST(start_at AS TIMESTAMPTZ))) FROM raw_courses"
+    ).fetchall()[0][0]
+
+
+def active_enrollment_count(con, at: datetime, first_offset_days: int) -> int:
+    """Enrollments active at `at` in runs at least `first_offset_days` old (scored from a run's
+    first snapshot on, as the feature build does)."""
+    return con.execute(
+        """
+        SELECT count(*) FROM raw_enrollments e JOIN raw_courses c
+          ON CAST(e.course_id AS VARCHAR) = CAST(c.course_id AS VARCHAR)
+        WHERE CAST(c.start_at AS TIMESTAMPTZ) + to_days($offset) <= $t
+          AND $t <= CAST(c.end_at AS TIMESTAMPTZ)
+          AND CAST(e.enrolled_at AS TIMESTAMPTZ) <= $t
+          AND (e.unenrolled_at IS NULL OR CAST(e.unenrolled_at AS TIMESTAMPTZ) >= $t)
+        """,
+        {"t": at, "offset": first_offset_days},
+    ).fetchall()[0][0]
+
+
+def recent_contacts(source: str | Path, start: datetime, end: datetime) -> pd.DataFrame | None:
+    """Latest contact per (student, course) in [start, end) from the optional `interventions`
+    table (student_id, course_id, ts); None when the source has no such table."""
+    tables = locate_tables(source)
+    if "interventions" not in tables:
+        return None
+    con = connect()
+    try:
+        return con.execute(
+            f"""
+            SELECT CAST(student_id AS VARCHAR) AS student_id,
+                   CAST(course_id AS VARCHAR) AS course_id,
+                   max(CAST(ts AS TIMESTAMPTZ)) AS ts
+            FROM {tables["interventions"].scan_sql()}
+            WHERE CAST(ts AS TIMESTAMPTZ) >= $start AND CAST(ts AS TIMESTAMPTZ) < $t
+            GROUP BY ALL
+            """,
+            {"start": start, "t": end},
+        ).df()
+    except Exception as exc:  # duckdb errors: unreadable table or columns
+        raise SourceError(
+            f"cannot read table 'interventions': {exc}", table="interventions"
+        ) from exc
+    finally:
+        con.close()
+
+
+def all_contacts(source: str | Path) -> pd.DataFrame | None:
+    """Every recorded contact (student_id, course_id, ts) of the optional `interventions`
+    table; None when the source has none."""
+    if "interventions" not in locate_tables(source):
+        return None
+    table = read_table(source, "interventions")
+    return pd.DataFrame(
+        {
+            "student_id": table["student_id"].astype("str"),
+            "course_id": table["course_id"].astype("str"),
+            "ts": pd.to_datetime(table["ts"], utc=True),
+        }
+    )
+
+
+def course_titles(source: str | Path) -> pd.Series:
+    """course_id -> title (the id itself when the source has no title)."""
+    courses = read_table(source, "courses")
+    ids = courses["course_id"].astype("str")
+    if "title" in courses.columns:
+        titles = courses["title"].astype("str").where(courses["title"].notna(), ids)
+    else:
+        titles = ids
+    titles = pd.Series(titles.to_numpy(dtype=object), index=ids.to_numpy(dtype=object))
+    return titles[~titles.index.duplicated()]  # an exact duplicate course row is only a warning
+
+
+@contextmanager
+def atomic_file(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success it replaces `target` in one rename,
+    so a reader sees the old file or the new one, never half of one. The temporary name carries
+    the writer's pid, so a file left by a killed writer can be recognised and removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(target: str | Path, text: str) -> Path:
+    with atomic_file(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(target)
+
+
+def write_source_variant(
+    source: str | Path,
+    out: str | Path,
+    course_prefixes: list[str] | None = None,
+    event_types: list[str] | None = None,
+    drop_attrs: list[str] | None = None,
+) -> Path:
+    """A copy of a source restricted for an experiment (written atomically to `out`).
+
+    `course_prefixes` keeps the course runs whose id starts with one of them (e.g. "AAA" for the
+    OULAD module AAA), `event_types` keeps only those event types (e.g. only submissions: a
+    school without click data), `drop_attrs` removes attr_* columns from the enrollments.
+    """
+    tables = {name: read_table(source, name) for name in locate_tables(source)}
+    if course_prefixes:
+        prefixes = tuple(course_prefixes)
+        keep = {c for c in tables["courses"]["course_id"].astype(str) if c.startswith(prefixes)}
+        if not keep:
+            raise NotaloneError(f"no course run of {source} starts with {', '.join(prefixes)}")
+        for name, table in tables.items():
+            if "course_id" in table.columns:
+                tables[name] = table[table["course_id"].astype(str).isin(keep)]
+    if event_types is not None and "events" in tables:
+        events = tables["events"]
+        tables["events"] = events[events["event_type"].astype(str).isin(event_types)]
+    if drop_attrs:
+        tables["enrollments"] = tables["enrollments"].drop(
+            columns=[c for c in drop_attrs if c in tables["enrollments"].columns]
+        )
+    with atomic_dir(out) as tmp:
+        for name, table in tables.items():
+            write_table(tmp, name, table.reset_index(drop=True))
+    return Path(out)

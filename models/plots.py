@@ -121,3 +121,24 @@ def shap_summary_figure(
     ax.set_title("Contributions to the dropout log-odds (red = high feature value)")
     ax.set_xlabel("contribution (log-odds)")
     return fig
+
+
+def weekly_series_figure(
+    weekly: pd.DataFrame, columns: dict[str, str], title: str, ylabel: str
+) -> Figure:
+    """Metrics of a backtest over its weeks: one line per `columns` entry (column -> label)."""
+    fig, ax = _figure(title, "as of", ylabel)
+    for column, label in columns.items():
+        ax.plot(pd.to_datetime(weekly["as_of"]), weekly[column], marker="o", label=label)
+    ax.legend(loc="best")
+    fig.autofmt_xdate()
+    return fig
+
+
+def lead_time_figure(lead_weeks: pd.Series) -> Figure:
+    """How many weeks before leaving the dropouts who were reached were first listed."""
+    fig, ax = _figure("Lead time: first listing to leaving", "weeks", "dropouts")
+    values = lead_weeks.dropna().to_numpy(dtype=float)
+    if len(values):
+        ax.hist(values, bins=np.arange(0, max(values.max(), 1) + 2) - 0.5)
+    return fig

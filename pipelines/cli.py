@@ -1,4 +1,5 @@
-"""The `notalone` command line. Commands are thin: they parse options and call `pipelines` modules.
+"""The `notalone` command line: typer only. Each command parses its options and calls its
+function in `pipelines.commands`.
 
 Heavy imports (pandas, LightGBM, MLflow, Prefect) happen inside the commands so `--help` is fast.
 Every user error (bad data, bad config, missing model) ends with a clear message and exit code 2.
@@ -26,6 +27,16 @@ app.add_typer(ingest_app, name="ingest")
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="YAML file merged over configs/default.yaml.")
 ]
+PrefectOpt = Annotated[
+    bool,
+    typer.Option(
+        "--prefect",
+        help="Run as a Prefect flow, recorded in Prefect (PREFECT_API_URL, else a temporary "
+        "local server: ~20-35 s more). Default: the same steps directly, no server.",
+    ),
+]
+# Kept so that scripts written for the earlier default keep working: steps run directly anyway.
+NoPrefectOpt = Annotated[bool, typer.Option("--no-prefect", hidden=True)]
 SourceOpt = Annotated[
     Path, typer.Option("--source", help="Source folder in the progress-log contract.")
 ]
@@ -71,7 +82,7 @@ def generate(
     config: ConfigOpt = None,
 ) -> None:
     """Generate a synthetic school in the progress-log contract."""
-    from pipelines.generate import run_generate
+    from pipelines.commands.generate import run_generate
 
     run_generate(students=students, out=out, seed=seed, config=load(config))
 
@@ -88,7 +99,7 @@ def ingest_oulad(
     config: ConfigOpt = None,
 ) -> None:
     """Convert the Open University Learning Analytics Dataset into the contract."""
-    from pipelines.ingest import run_ingest_oulad
+    from pipelines.commands.ingest import run_ingest_oulad
 
     run_ingest_oulad(path=path, out=out, config=load(config))
 
@@ -97,7 +108,7 @@ def ingest_oulad(
 @user_errors
 def validate(source: SourceOpt, config: ConfigOpt = None) -> None:
     """Check a source against the contract; exit 2 when it has errors."""
-    from pipelines.validation import run_validate
+    from pipelines.commands.validate import run_validate
 
     code = run_validate(source=source, config=load(config))
     if code:
@@ -125,13 +136,21 @@ def features(
             "events are then not dropped (for benchmarks and debugging).",
         ),
     ] = False,
+    prefect: PrefectOpt = False,
 ) -> None:
     """Build point-in-time features: one snapshot (--as-of) or all weekly snapshots (--all)."""
     if (as_of is None) == (not all_snapshots):
         raise fail("give exactly one of --as-of T or --all")
-    from pipelines.featurize import run_features
+    from pipelines.commands.features import run_features
 
-    run_features(source=source, out=out, as_of=as_of, config=load(config), validate=not no_validate)
+    run_features(
+        source=source,
+        out=out,
+        as_of=as_of,
+        config=load(config),
+        validate=not no_validate,
+        use_prefect=prefect,
+    )
 
 
 @app.command()
@@ -143,19 +162,18 @@ def train(
         str | None, typer.Option("--experiment", help="MLflow experiment (default from config).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    no_prefect: Annotated[
-        bool, typer.Option("--no-prefect", help="Run the steps directly, without a Prefect flow.")
-    ] = False,
+    prefect: PrefectOpt = False,
+    no_prefect: NoPrefectOpt = False,
 ) -> None:
     """Train on all labelled weekly snapshots, evaluate by time, register in MLflow."""
-    from pipelines.training import run_train
+    from pipelines.commands.train import run_train
 
     run_train(
         source=source,
         config=load(config),
         experiment=experiment,
         as_json=as_json,
-        use_prefect=not no_prefect,
+        use_prefect=prefect and not no_prefect,
     )
 
 
@@ -172,12 +190,11 @@ def score(
         Path | None, typer.Option("--out", help="Output folder (default: workspace outputs).")
     ] = None,
     config: ConfigOpt = None,
-    no_prefect: Annotated[
-        bool, typer.Option("--no-prefect", help="Run the steps directly, without a Prefect flow.")
-    ] = False,
+    prefect: PrefectOpt = False,
+    no_prefect: NoPrefectOpt = False,
 ) -> None:
     """Score every active enrollment and write ranked curator lists and a report."""
-    from pipelines.scoring import run_score
+    from pipelines.commands.score import run_score
 
     run_score(
         source=source,
@@ -185,7 +202,48 @@ def score(
         model_uri=model_uri,
         out=out,
         config=load(config),
-        use_prefect=not no_prefect,
+        use_prefect=prefect and not no_prefect,
+    )
+
+
+@app.command()
+@user_errors
+def backtest(
+    source: SourceOpt,
+    start: Annotated[str, typer.Option("--from", help="First as-of time (ISO date).")],
+    end: Annotated[str, typer.Option("--to", help="Last as-of time (ISO date).")],
+    every: Annotated[int, typer.Option("--every", min=1, help="Days between replayed weeks.")] = 7,
+    model_uri: Annotated[
+        str | None,
+        typer.Option("--model-uri", help="MLflow model URI (default: the champion)."),
+    ] = None,
+    assume_contacted: Annotated[
+        bool,
+        typer.Option(
+            "--assume-contacted",
+            help="Treat every listed student as contacted that week (cooldown in later weeks).",
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the tables and report.html.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Replay the weekly lists of a past range with one model and measure them against what
+    happened: ranking, precision and recall at capacity, reach and lead time, churn, drift."""
+    from pipelines.commands.backtest import run_backtest
+
+    run_backtest(
+        source=source,
+        start=start,
+        end=end,
+        every_days=every,
+        config=load(config),
+        model_uri=model_uri,
+        assume_contacted=assume_contacted,
+        out=out,
+        as_json=as_json,
     )
 
 
@@ -202,7 +260,7 @@ def compare(
     config: ConfigOpt = None,
 ) -> None:
     """Table of recent training runs: model vs baselines, main metrics, champion marker."""
-    from pipelines.training import run_compare
+    from pipelines.commands.train import run_compare
 
     run_compare(experiment=experiment, last=last, out=out, config=load(config))
 
@@ -218,7 +276,7 @@ def promote(
     config: ConfigOpt = None,
 ) -> None:
     """Move the champion alias to VERSION by hand, recording who and why."""
-    from pipelines.training import run_promote
+    from pipelines.commands.train import run_promote
 
     run_promote(version=version, reason=reason, by=by, config=load(config))
 
@@ -233,7 +291,7 @@ def demo(
 ) -> None:
     """The whole weekly job on a synthetic school: generate, train, score, report."""
     from configs.schema import CONFIG_DIR
-    from pipelines.demo import run_demo
+    from pipelines.commands.demo import run_demo
 
     # The synthetic school has silent quitters: its overlay counts inactivity as dropout.
     run_demo(students=students, config=load(config or CONFIG_DIR / "synthetic.yaml"))
@@ -254,7 +312,7 @@ def serve(
     config: ConfigOpt = None,
 ) -> None:
     """Serve the weekly flow on its cron schedule against a Prefect server."""
-    from pipelines.serve import run_serve
+    from pipelines.commands.serve import run_serve
 
     run_serve(source=source, start_server=start_server, config=load(config))
 
@@ -267,7 +325,7 @@ def ui(
     port: Annotated[int | None, typer.Option("--port", help="Port.")] = None,
 ) -> None:
     """Start the MLflow or Prefect UI on this machine (127.0.0.1 by default)."""
-    from pipelines.serve import run_ui
+    from pipelines.commands.serve import run_ui
 
     run_ui(which=which, host=host, port=port)
 

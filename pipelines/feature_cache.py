@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 from configs.schema import Config
-from features.sources import locate_tables
+from features.sources import atomic_file, locate_tables
+from pipelines.locks import pid_alive
+from pipelines.settings import Workspace
 
 # The config sections `features.build` reads; other sections (scoring, model...) do not change
 # the frame, so they stay out of the key and a scoring-only change still reuses the cache.
@@ -55,14 +58,22 @@ def source_fingerprint(source: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _code_fingerprint() -> str:
+def code_fingerprint(modules: tuple[str, ...] = FEATURE_CODE_MODULES) -> str:
+    """Hash of the source code of `modules` (editing them invalidates what they produced)."""
     import importlib
 
     digest = hashlib.sha256()
-    for module_name in FEATURE_CODE_MODULES:
+    for module_name in modules:
         module = importlib.import_module(module_name)
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()
+
+
+def _as_of_key(as_of) -> str:
+    """All weekly snapshots, one as-of time, or a range of calendar weeks (`CalendarWeeks`)."""
+    if as_of is None:
+        return "all"
+    return as_of.key() if hasattr(as_of, "key") else as_of.isoformat()
 
 
 def feature_key(source: str | Path, config: Config, as_of: datetime | None) -> str:
@@ -70,8 +81,8 @@ def feature_key(source: str | Path, config: Config, as_of: datetime | None) -> s
     payload = {
         "source": source_fingerprint(source),
         "config": {s: getattr(config, s).model_dump(mode="json") for s in FEATURE_CONFIG_SECTIONS},
-        "as_of": as_of.isoformat() if as_of is not None else "all",
-        "code": _code_fingerprint(),
+        "as_of": _as_of_key(as_of),
+        "code": code_fingerprint(),
     }
     text = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -102,21 +113,35 @@ class FeatureCache:
 
     def put(self, key: str, frame: pd.DataFrame) -> Path:
         """Write atomically (temporary file, then rename) so a reader never sees half a file."""
-        self.root.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_file(path) as tmp:
             frame.to_parquet(tmp, index=False)
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        self.prune()
+        return path
+
+    def get_file(self, key: str, out: Path) -> bool:
+        """Copy the cached file of `key` to `out` atomically; False when there is none."""
+        path = self.path(key)
+        if not path.is_file():
+            return False
+        with atomic_file(out) as tmp:
+            shutil.copyfile(path, tmp)
+        os.utime(path)
+        return True
+
+    def put_file(self, key: str, file: Path) -> Path:
+        """Store a copy of a written feature file under `key` (a hard link when possible)."""
+        path = self.path(key)
+        with atomic_file(path) as tmp:
+            try:
+                os.link(file, tmp)
+            except OSError:  # another file system, or links not allowed: copy
+                shutil.copyfile(file, tmp)
         self.prune()
         return path
 
     def prune(self) -> None:
         """Keep the `keep` most recently used entries; drop temporary files of dead writers."""
-        from pipelines.locks import pid_alive
-
         entries = sorted(self.root.glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns)
         for stale in entries[: max(len(entries) - self.keep, 0)]:
             stale.unlink(missing_ok=True)
@@ -154,17 +179,16 @@ def cached_feature_frame(
 def workspace_features(
     source: str | Path,
     config: Config,
-    as_of: datetime | None = None,
-    duplicate_events: bool | None = None,
-    progress: Callable[[str], None] | None = None,
+    as_of: datetime | None,
+    duplicate_events: bool | None,
+    progress: Callable[[str], None] | None,
+    workspace: Workspace,
 ) -> CachedFrame:
     """Point-in-time features of `source` (at `as_of`, or every weekly snapshot) through the
     workspace's feature cache: built only when this source, config and as-of time are new.
     `duplicate_events` as validation found it (None: the build checks)."""
     from features.build import build_feature_frame
-    from pipelines.settings import Workspace
 
-    workspace = Workspace.resolve().activate()
     cache = FeatureCache(workspace.cache / "features", keep=config.schedule.feature_cache_entries)
 
     def build() -> pd.DataFrame:

@@ -24,6 +24,7 @@ import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +43,20 @@ from pipelines.settings import Workspace
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 DEFAULT_MODEL_NAME = "notalone-dropout"
-DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}"
+DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}"  # = champion_uri(name)
 MODEL_ARTIFACT = "model"
 KIND_TAG = "notalone.kind"
 HOST_TAG = "notalone.host"  # machine and process of a training run: a run left RUNNING by
 PID_TAG = "notalone.pid"  # a process that is gone was killed (see close_abandoned_runs)
 TRAIN_KIND = "train"
 SCORING_KIND = "scoring"
+BACKTEST_KIND = "backtest"
 AS_OF_TAG = "notalone.as_of"
 DRIFT_WARNING_TAG = "drift_warning"
 PSI_PREFIX = "psi_"
 SECRET_ENV = "NOTALONE_SECRET"
 MASKED = "<masked>"
+SOURCE_FINGERPRINT_TAG = "notalone.source_fingerprint"  # lets `demo` skip data the champion saw
 NO_CHAMPION_MESSAGE = "no champion: run `notalone train --source DIR` first"
 # Packages the pickled model needs at load time; pinned to the versions it was trained with.
 MODEL_PACKAGES = ("lightgbm", "pandas", "numpy", "scikit-learn", "cloudpickle", "mlflow")
@@ -393,3 +396,71 @@ def recent_training_runs(client: MlflowClient, experiment: str, last: int) -> li
             max_results=last,
         )
     )
+
+
+def champion_uri(model_name: str) -> str:
+    """The registry URI of the champion of `model_name` (what scoring uses by default)."""
+    return f"models:/{model_name}@{CHAMPION}"
+
+
+@dataclass(frozen=True)
+class ChampionInfo:
+    """The registered champion: version, registration time, run and the source it learnt from."""
+
+    version: str
+    registered_at: datetime
+    run_id: str | None
+    source: str | None
+    source_fingerprint: str | None
+
+
+def champion_info(client: MlflowClient, model_name: str) -> ChampionInfo | None:
+    """The champion of `model_name`, or None when there is none yet."""
+    version = alias_version(client, model_name, CHAMPION)
+    if version is None:
+        return None
+    model_version = client.get_model_version(model_name, version)
+    tags = client.get_run(model_version.run_id).data.tags if model_version.run_id else {}
+    return ChampionInfo(
+        version=version,
+        registered_at=datetime.fromtimestamp(model_version.creation_timestamp / 1000, UTC),
+        run_id=model_version.run_id,
+        source=tags.get("source"),
+        source_fingerprint=tags.get(SOURCE_FINGERPRINT_TAG),
+    )
+
+
+def record_backtest_run(
+    *,
+    run_name: str,
+    experiment: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    weekly: Mapping[str, list[tuple[int, float]]],
+    texts: Mapping[str, str],
+) -> str:
+    """One run per backtest (tag `notalone.kind=backtest`): its settings as params, the overall
+    metrics, each weekly metric as a series over the weeks, and the tables and page as artifacts,
+    so product leads compare backtests in MLflow as they compare training runs."""
+    workspace = Workspace.resolve()
+    client = connect(workspace)
+    experiment_id = ensure_experiment(client, experiment, workspace)
+    with quiet_mlflow():
+        run = client.create_run(experiment_id, run_name=run_name, tags={KIND_TAG: BACKTEST_KIND})
+    run_id = run.info.run_id
+    now = int(run.info.start_time)
+    series = [
+        Metric(metric_name(f"weekly_{name}"), value, now, step)
+        for name, points in weekly.items()
+        for step, value in points
+        if value is not None and math.isfinite(value)
+    ]
+    client.log_batch(
+        run_id,
+        metrics=[Metric(metric_name(k), v, now, 0) for k, v in _finite(metrics).items()] + series,
+        params=[mlflow.entities.Param(k, _param_value(v)) for k, v in params.items()],
+    )
+    for path, text in texts.items():
+        client.log_text(run_id, text, path)
+    client.set_terminated(run_id)
+    return run_id

@@ -54,7 +54,7 @@ def demo_workspace(tmp_path_factory, prefect_harness):
     Tests point NOTALONE_HOME at `home` to use its school (summary["source"]) and champion.
     """
     from configs import load_config
-    from pipelines.demo import run_demo
+    from pipelines.commands.demo import run_demo
 
     home = tmp_path_factory.mktemp("demo_home")
     config = load_config(

@@ -454,7 +454,7 @@ def test_score_refuses_a_source_validate_rejects(scoring_workspace, tmp_path, mo
 @pytest.mark.xfail(
     "score_duplicate_course_rows" in KNOWN_GAPS,
     strict=True,
-    reason="pipelines.scoring.course_titles_step keeps duplicate course rows: InvalidIndexError",
+    reason="features.sources.course_titles keeps duplicate course rows: InvalidIndexError",
 )
 def test_score_accepts_an_exact_duplicate_course_row(scoring_workspace, tmp_path, monkeypatch):
     monkeypatch.setenv("NOTALONE_HOME", str(scoring_workspace.home))

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from configs import load_config
 from pipelines.cli import app
-from pipelines.serve import ui_command
+from pipelines.commands.serve import ui_command
 from pipelines.settings import Workspace
 
 runner = CliRunner()
@@ -118,8 +118,8 @@ def test_weekly_deployment_runs_on_a_real_prefect_server(demo_workspace, tmp_pat
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from pipelines.flows import latest_week
     from pipelines.prefect_store import launch_server, wait_until_healthy
+    from pipelines.schedule import latest_week
 
     home, _, summary = demo_workspace
     source = Path(summary["source"])

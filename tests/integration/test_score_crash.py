@@ -25,7 +25,7 @@ CHILD = """
 import os, pickle, signal, sys
 import pandas as pd
 from configs import load_config
-from pipelines import scoring
+from tests.steps import score_week
 
 mode, source, as_of, out, model_file = sys.argv[1:6]
 with open(model_file, "rb") as fh:
@@ -49,7 +49,7 @@ elif mode == "mid_swap":
             die()
     os.rename = rename
 config = load_config(overrides={"scoring": {"capacity": 3}})  # a finished run would differ
-scoring.score_pipeline(source, as_of, out=out, config=config, model=model)
+score_week(source, as_of, out=out, config=config, model=model, validate=False)
 """
 
 

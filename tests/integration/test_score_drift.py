@@ -115,19 +115,23 @@ def test_a_week_like_the_training_data_shows_the_check_and_no_warning(workspace,
     """The champion, given a reference summarised from this very week (so the week is exactly
     like "training"): no warning anywhere. The same model on the thinned week does warn."""
     from models.drift import build_drift_reference
-    from pipelines import scoring
     from pipelines.mlflow_store import load_model
+    from pipelines.schedule import parse_as_of
+    from pipelines.score_steps import features_step
+    from pipelines.settings import Workspace
+    from tests.steps import score_week
 
     source, as_of = workspace
     config = load_config()
     champion = load_model(None)
-    frame = scoring.features_step(source, config, scoring.parse_as_of(as_of))
+    workspace = Workspace.resolve().activate()
+    frame = features_step(source, config, parse_as_of(as_of), None, workspace, print).frame
     model = copy.copy(champion)
     model.reference = build_drift_reference(
         champion, frame, frame, champion.predict_proba(frame), config
     )
 
-    calm = scoring.score_pipeline(
+    calm = score_week(
         source, as_of, out=tmp_path / "calm" / as_of, config=config, model=model, record=True
     )
     assert calm["drifted_inputs"] == 0 and calm["warnings"] == []
@@ -143,7 +147,7 @@ def test_a_week_like_the_training_data_shows_the_check_and_no_warning(workspace,
     assert "drifted_features" not in run.data.tags
     assert calm["timings"]["drift"] < 1.0 and calm["timings"]["record"] < 1.0
 
-    stormy = scoring.score_pipeline(
+    stormy = score_week(
         thinned, as_of, out=tmp_path / "stormy" / as_of, config=config, model=model, record=False
     )
     assert stormy["drifted_inputs"] > 0 and stormy["mlflow_run_id"] is None

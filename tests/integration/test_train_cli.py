@@ -211,8 +211,7 @@ def test_no_champion_is_a_clear_error(mlflow_template, isolated_workspace, monke
 
 
 def test_source_variant_keeps_only_what_the_experiment_asks(school, tmp_path):
-    from features.sources import read_table
-    from pipelines.training import write_source_variant
+    from features.sources import read_table, write_source_variant
 
     courses = read_table(school, "courses")
     first = str(courses["course_id"].iloc[0])

@@ -66,7 +66,7 @@ from mlflow.store.tracking import sqlalchemy_store
 from mlflow.store.model_registry import sqlalchemy_store as registry_store
 from mlflow.tracking.client import MlflowClient
 import features.build, models.train, pipelines.cli, pipelines.mlflow_store as store
-import pipelines.training
+import pipelines.train_steps
 
 
 def say(text, fd=1):

@@ -14,8 +14,15 @@ import pytest
 
 from configs import load_config
 from features.catalog import feature_names
+from features.sources import course_titles
 from interventions.reasons import group_features
-from pipelines import outputs_store, scoring
+from interventions.report import ReportContext, build_report
+from interventions.routing import check_rule_features
+from interventions.weekly import explain_in_words, ranking_table
+from pipelines import outputs_store, score_steps
+from pipelines.feature_cache import CachedFrame
+from pipelines.texts import load_texts
+from tests.steps import score_week
 
 T = datetime(2026, 3, 2, tzinfo=UTC)
 N_CURATORS = 4
@@ -109,20 +116,20 @@ def setup(monkeypatch, source):
     config = load_config(overrides={"scoring": {"capacity": CAPACITY}})
     frames = {}
 
-    def fake_features(src, cfg, as_of, temp_dir=None, progress=None, duplicate_events=None):
+    def fake_features(src, cfg, as_of, duplicate_events, workspace, progress):
         frame = frames[as_of] if as_of in frames else feature_frame(cfg, as_of)
-        scoring.check_rule_features(cfg.scoring, list(frame.columns))
-        return frame
+        check_rule_features(cfg.scoring, list(frame.columns))
+        return CachedFrame(frame, "fake", hit=False)
 
-    monkeypatch.setattr(scoring, "features_step", fake_features)
+    monkeypatch.setattr(score_steps, "features_step", fake_features)
     names = [*feature_names(config.features), "attr_age_band"]
     return config, FakeModel(names), source, frames
 
 
 def run(setup, out: Path, as_of: datetime = T, **kw):
     config, model, source, _ = setup
-    return scoring.score_pipeline(
-        source, as_of, out=out, config=kw.pop("config", config), model=model, **kw
+    return score_week(
+        source, as_of, out=out, config=kw.pop("config", config), model=model, validate=False, **kw
     )
 
 
@@ -271,27 +278,23 @@ def test_report_is_self_contained_and_each_curator_section_holds_only_their_stud
 def test_warnings_are_visible_in_the_report(setup, tmp_path):
     config, model, source, _ = setup
     frame = feature_frame(config)
-    ranking = scoring.rank_step(
-        frame,
-        model.predict_proba(frame),
-        scoring.History(None, None, pd.DataFrame()),
-        None,
-        T,
-        config,
-    )
-    contrib = scoring.explain_step(model, frame, ranking)
-    texts = scoring.load_texts("en", config)
-    titles = scoring.course_titles_step(source)
-    full = scoring.words_step(frame, ranking, contrib, titles, T, config, texts)
-    html = scoring.report_step(
+    ranking = ranking_table(frame, model.predict_proba(frame), None, None, T, config)
+    contrib = score_steps.explain_step(model, frame, ranking)
+    texts = load_texts("en", config)
+    titles = course_titles(source)
+    full = explain_in_words(frame, ranking, contrib, titles, T, config, texts)
+    html = build_report(
         full,
-        scoring.History(None, None, pd.DataFrame()),
-        T,
-        "m",
-        source,
-        config,
+        ReportContext(
+            as_of=T.date().isoformat(),
+            model="m",
+            source=str(source),
+            high_risk=config.scoring.report_high_risk,
+            decimals=config.scoring.risk_decimals,
+            histogram_bins=config.scoring.report_histogram_bins,
+            warnings=("drift: PSI of events_7d is 0.31",),
+        ),
         texts,
-        warnings=["drift: PSI of events_7d is 0.31"],
     )
     assert 'class="warn"' in html and "PSI of events_7d is 0.31" in html
 
@@ -306,7 +309,7 @@ def test_reruns_give_byte_identical_curator_files(setup, tmp_path):
     assert all(b.startswith(b"\xef\xbb\xbfrank,student,") for b in before.values())
 
 
-@pytest.mark.parametrize("failing_step", ["words_step", "report_step", "write_week_report"])
+@pytest.mark.parametrize("failing_step", ["explain_in_words", "report_step", "write_week_report"])
 def test_a_failed_run_leaves_the_previous_outputs_untouched(
     setup, tmp_path, monkeypatch, failing_step
 ):
@@ -321,7 +324,7 @@ def test_a_failed_run_leaves_the_previous_outputs_untouched(
         # fail after ranking.parquet and the curator files went into the temporary folder
         monkeypatch.setattr(outputs_store.Path, "write_text", boom)
     else:
-        monkeypatch.setattr(scoring, failing_step, boom)
+        monkeypatch.setattr(score_steps, failing_step, boom)
     config = load_config(overrides={"scoring": {"capacity": 2}})  # would change every list
     with pytest.raises(RuntimeError, match="step failed"):
         run(setup, out, config=config)
@@ -337,7 +340,9 @@ def test_model_that_does_not_match_the_features_is_refused(setup, tmp_path):
 
     stranger = FakeModel([*model.feature_names, "logins_90d"])
     with pytest.raises(NotaloneError, match="logins_90d"):
-        scoring.score_pipeline(source, T, out=tmp_path / "o" / "x", config=config, model=stranger)
+        score_week(
+            source, T, out=tmp_path / "o" / "x", config=config, model=stranger, validate=False
+        )
     assert not (tmp_path / "o" / "x").exists()
 
 
@@ -362,7 +367,7 @@ def test_default_output_is_the_workspace_week_folder_and_the_result_names_the_ou
     setup, isolated_workspace
 ):
     config, model, source, _ = setup
-    result = scoring.score_pipeline(source, "2026-03-02", config=config, model=model)
+    result = score_week(source, "2026-03-02", config=config, model=model, validate=False)
     week = isolated_workspace / "outputs" / "2026-03-02"
     assert result["out"] == str(week.resolve())
     for key in ("ranking", "report", "curators_dir"):

@@ -18,7 +18,7 @@ from interventions.ranking import (
     rank_for_curators,
     risk_change,
 )
-from pipelines.scoring import load_texts
+from pipelines.texts import load_texts
 
 T = datetime(2026, 3, 2, tzinfo=UTC)
 

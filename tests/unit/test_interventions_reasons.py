@@ -15,7 +15,7 @@ from interventions.reasons import (
     render_reasons,
     typical_values,
 )
-from pipelines.scoring import load_texts
+from pipelines.texts import load_texts
 
 CONFIG = load_config()
 SC = CONFIG.scoring

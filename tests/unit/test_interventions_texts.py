@@ -19,7 +19,7 @@ from interventions.texts import (
     render_entry,
     render_one,
 )
-from pipelines.scoring import ScoringError, load_texts
+from pipelines.texts import ScoringError, load_texts
 
 LANGUAGES = ("en", "ru")
 LEFTOVER = re.compile(r"\{(?!first_name\})[^{}]*\}")

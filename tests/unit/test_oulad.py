@@ -20,7 +20,7 @@ from features.oulad import (
     presentation_start,
     read_oulad,
 )
-from pipelines.ingest import run_ingest_oulad
+from pipelines.commands.ingest import run_ingest_oulad
 
 UTC = "UTC"
 

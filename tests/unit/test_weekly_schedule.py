@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
 
 from configs import load_config
 from features.errors import NotaloneError
-from pipelines.flows import latest_week, week_start
+from pipelines.mlflow_store import ChampionInfo
 from pipelines.prefect_store import artifact_key
+from pipelines.schedule import latest_week, retrain_reason, week_start
 from tests.sources import random_school, write_source
 
 
@@ -115,3 +116,24 @@ def test_latest_week_starts_at_a_runs_first_snapshot(tmp_path, now, expected):
     else:
         week = latest_week(source, load_config(), now=when)
         assert week == datetime.fromisoformat(expected).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("age_days", "force", "expected"),
+    [
+        (None, False, "no champion"),
+        (3, False, None),
+        (40, False, "40 days old"),
+        (3, True, "requested"),
+    ],
+)
+def test_retrain_reason(age_days, force, expected):
+    now = datetime(2026, 5, 11, 6, tzinfo=UTC)
+    champion = None
+    if age_days is not None:
+        champion = ChampionInfo("3", now - timedelta(days=age_days), None, None, None)
+    reason = retrain_reason(champion, load_config(), now, force)
+    if expected is None:
+        assert reason is None
+    else:
+        assert expected in reason

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from configs.schema import Config
 from features.errors import NotaloneError
+from pipelines.commands.common import activate
 from pipelines.settings import Workspace
 
 UI_CHOICES = ("mlflow", "prefect")
@@ -46,7 +47,7 @@ def run_serve(source: Path | None, start_server: bool, config: Config) -> None:
     """
     # The runner's terminal and the Prefect UI show each step of each run.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    workspace = Workspace.resolve().activate()
+    workspace = activate()
     console = Console(stderr=True)
     source = Path(source) if source is not None else demo_source(workspace, config)
     if not source.is_dir():
@@ -84,44 +85,9 @@ def run_serve(source: Path | None, start_server: bool, config: Config) -> None:
                 "no Prefect server configured: set PREFECT_API_URL to an existing server, "
                 "or pass --start-server (`make serve` does) to start one in the workspace"
             )
+        from pipelines.flows import serve_weekly
+
         serve_weekly(source, config, url)
-
-
-def serve_weekly(source: Path, config: Config, api_url: str) -> None:
-    """Register the weekly deployment with its cron schedule on the Prefect server at `api_url`
-    and run its scheduled runs until interrupted."""
-    from prefect.schedules import Cron
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from pipelines.flows import weekly_flow
-
-    schedule = config.schedule
-    try:
-        cron = Cron(schedule.cron, timezone=schedule.timezone)
-    except ValueError as exc:
-        raise NotaloneError(f"schedule.cron {schedule.cron!r} is not valid: {exc}") from None
-    # Settings are read when Prefect is imported; pin the server explicitly for this block.
-    with temporary_settings({PREFECT_API_URL: api_url}):
-        _serve(weekly_flow, source, config, cron)
-
-
-def _serve(weekly_flow, source: Path, config: Config, cron) -> None:
-    from prefect.deployments.runner import EntrypointType
-
-    schedule = config.schedule
-    weekly_flow.serve(
-        name=schedule.deployment_name,
-        schedules=[cron],
-        parameters={
-            "source": str(Path(source).resolve()),
-            "config": config.model_dump(mode="json"),
-        },
-        description=f"notalone weekly job on {source}: score the week, retrain when stale.",
-        tags=["notalone", "weekly"],
-        # The runner imports `pipelines.flows` as a package module, whatever the working folder.
-        entrypoint_type=EntrypointType.MODULE_PATH,
-        pause_on_shutdown=False,
-    )
 
 
 def ui_command(which: str, workspace: Workspace, host: str, port: int | None) -> list[str]:
@@ -143,7 +109,7 @@ def ui_command(which: str, workspace: Workspace, host: str, port: int | None) ->
 
 def run_ui(which: str, host: str, port: int | None) -> int:
     """Start the MLflow or Prefect UI in the foreground until Ctrl-C; returns its exit code."""
-    workspace = Workspace.resolve().activate()
+    workspace = activate()
     console = Console(stderr=True)
     which = which.lower()
     if which not in UI_CHOICES:

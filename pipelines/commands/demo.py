@@ -21,6 +21,11 @@ from rich.table import Table
 
 from configs.schema import Config
 from features.errors import NotaloneError
+from pipelines import mlflow_store
+from pipelines.commands.common import activate
+from pipelines.feature_cache import source_fingerprint
+from pipelines.mlflow_store import ChampionInfo
+from pipelines.schedule import latest_week
 from pipelines.settings import DEFAULT_HOME, HOME_ENV, Workspace
 
 # Libraries that log chatty INFO lines (database creation, temporary servers) during the demo.
@@ -81,19 +86,22 @@ def _watcher(progress: Progress, task_id, prefix: str):
     return lambda message: progress.update(task_id, description=f"{prefix}: {message}")
 
 
+def _champion(config: Config) -> ChampionInfo | None:
+    return mlflow_store.champion_info(mlflow_store.connect(), config.registry.model_name)
+
+
 def _ensure_champion(progress: Progress, flows, source: Path, config: Config):
     """(train flow result or None, champion): train unless the champion learnt this school."""
     step = _step(progress, "champion: checking MLflow")
-    champion = flows.champion_info(config)
-    fingerprint = flows.source_fingerprint(source)
-    if champion is not None and champion.get("source_fingerprint") == fingerprint:
-        message = f"champion: version {champion['version']} was trained on this school; reused"
+    champion = _champion(config)
+    if champion is not None and champion.source_fingerprint == source_fingerprint(source):
+        message = f"champion: version {champion.version} was trained on this school; reused"
         _done(progress, step, message)
         return None, champion
     progress.update(step, description="train flow")
     with flows.reporting(_watcher(progress, step, "train flow")):
         trained = flows.train_flow(source=str(source), config=config)
-    champion = flows.champion_info(config)
+    champion = _champion(config)
     aliases = ", ".join(trained["aliases"]) or "no alias"
     _done(progress, step, f"train flow: version {trained['version']} ({aliases})")
     if champion is None:
@@ -104,7 +112,7 @@ def _ensure_champion(progress: Progress, flows, source: Path, config: Config):
 def _score_latest_week(progress: Progress, flows, source: Path, config: Config):
     """(as-of time, score flow result) for the latest complete week of the school."""
     step = _step(progress, "score flow: finding the latest complete week")
-    as_of = flows.latest_week(source, config)
+    as_of = latest_week(source, config)
     with flows.reporting(_watcher(progress, step, f"score flow ({as_of.date()})")):
         scored = flows.score_flow(source=str(source), as_of=as_of.isoformat(), config=config)
     _done(progress, step, f"score flow: week of {as_of.date()} scored")
@@ -115,7 +123,7 @@ def run_demo(students: int | None, config: Config) -> dict[str, Any]:
     """Generate (or reuse), train (or reuse the champion), score the latest week; print where."""
     # Step messages reach the Prefect UI (the terminal shows them through the progress display).
     os.environ.setdefault(PREFECT_LOG_LEVEL_ENV, "INFO")
-    workspace = Workspace.resolve().activate()
+    workspace = activate()
     started = time.perf_counter()
     students = students or config.demo.students
     seed = config.demo.seed
@@ -150,7 +158,7 @@ def run_demo(students: int | None, config: Config) -> dict[str, Any]:
         "students": school.get("students"),
         "trained": trained is not None,
         "train": trained,
-        "champion_version": champion["version"],
+        "champion_version": champion.version,
         "as_of": as_of.isoformat(),
         "score": scored,
         "seconds": seconds,

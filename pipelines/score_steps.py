@@ -1,0 +1,392 @@
+"""The weekly scoring, one step sequence for `notalone score`, the score flow and the tests.
+
+    validate     the contract check (skipped when the caller already knows its answer)
+    model        the champion (or --model-uri) from MLflow
+    features     features at T for every active enrollment (through the feature cache)
+    predict      calibrated P(dropout) per enrollment
+    drift        PSI of the model's top features and of the risk against training
+    history      the previous scoring (risk change) and the risk trend, from the outputs
+    contacts     latest curator contact per enrollment (optional `interventions` table)
+    titles       course titles for the messages
+    rank         triggers, cooldown and capacity -> who is listed, in which order
+    explain      the model's contributions for the students to explain (listed ones)
+    words        reasons in words, support tier and action, first message
+    report       report.html (a warning box on top when inputs drifted; the drift table)
+    write        ranking.parquet, curators/<id>.csv, report.html, summary.json - atomically
+    record       a small MLflow run of the week: drift per input, counts (no ids)
+
+Ranking needs only the risk and the features, so contributions (TreeSHAP: the expensive part) are
+computed for listed students only unless `scoring.explain: all`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, is_dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from configs.schema import Config
+from features.sources import course_titles, recent_contacts
+from interventions.ranking import curator_lists
+from interventions.report import ReportContext, build_report
+from interventions.routing import check_rule_features
+from interventions.texts import Texts
+from interventions.weekly import explain_in_words, ranking_table, summarise_week
+from models.drift import DriftCheck, check_drift
+from pipelines import mlflow_store, outputs_store
+from pipelines.checks import check_source
+from pipelines.feature_cache import CachedFrame, workspace_features
+from pipelines.runner import Steps
+from pipelines.settings import Workspace
+from pipelines.texts import ScoringError, load_texts
+
+# Counts of the week's summary also recorded in MLflow (product leads compare weeks there).
+RECORDED_COUNTS = ("students", "listed", "triggered_listed", "held_back_cooldown", "mean_risk")
+
+
+def output_folder(out: str | Path | None, as_of: datetime, workspace: Workspace) -> Path:
+    """The week folder: `--out` itself, else `$NOTALONE_HOME/outputs/<as-of date>`. Earlier weeks
+    (for the change column and the trend) are its sibling folders."""
+    if out is not None:
+        return Path(out).expanduser().resolve()
+    return outputs_store.week_folder(workspace.outputs, as_of)
+
+
+# ---------------------------------------------------------------------------------- steps
+
+
+def features_step(
+    source: Path,
+    config: Config,
+    as_of: datetime,
+    duplicate_events: bool | None,
+    workspace: Workspace,
+    progress,
+) -> CachedFrame:
+    """Features at T (from the feature cache when unchanged), with the scorer's checks: someone
+    to score, the rule features there. `duplicate_events` as validation found it."""
+    cached = workspace_features(
+        source, config, as_of, duplicate_events, lambda m: progress(f"features: {m}"), workspace
+    )
+    if cached.frame.empty:
+        raise ScoringError(
+            f"no active enrollments in {source} at {as_of.isoformat()}: nothing to score "
+            "(is the date inside a running course?)"
+        )
+    check_rule_features(config.scoring, list(cached.frame.columns))
+    return CachedFrame(cached.frame.reset_index(drop=True), cached.key, cached.hit)
+
+
+def with_scoring_threads(model, config: Config):
+    """The model set to use `scoring.num_threads` LightGBM threads (None: every core).
+
+    Training fixes its thread count for reproducible trees; a prediction or a row's
+    contributions are the same whatever the count, and TreeSHAP for the listed students is the
+    scorer's largest CPU cost.
+    """
+    threads = config.scoring.num_threads or os.cpu_count() or 1
+    if is_dataclass(model) and hasattr(model, "num_threads"):
+        return replace(model, num_threads=threads)
+    return model
+
+
+def predict_step(model, frame: pd.DataFrame) -> np.ndarray:
+    """Calibrated risk per row; refuses a model whose inputs differ from the frame's
+    (`ModelMismatch`, naming the columns)."""
+    return np.asarray(model.predict_proba(frame), dtype="float64")
+
+
+@dataclass(frozen=True)
+class History:
+    previous: pd.DataFrame | None  # student_id, course_id, risk of the latest earlier scoring
+    previous_folder: Path | None
+    trend: pd.DataFrame  # week, active, listed, mean_risk, high_share (oldest first)
+
+
+def history_step(out_dir: Path, as_of: datetime, config: Config) -> History:
+    root = Path(out_dir).parent
+    previous, folder = outputs_store.read_previous_risk(root, as_of)
+    trend = outputs_store.read_trend(
+        root, as_of, config.scoring.report_trend_weeks, config.scoring.report_high_risk
+    )
+    return History(previous, folder, trend)
+
+
+def contacts_step(source: Path, as_of: datetime, config: Config) -> pd.DataFrame | None:
+    """Latest contact per (student, course) in [T - cooldown_days, T)."""
+    start = as_of - timedelta(days=config.scoring.cooldown_days)
+    return recent_contacts(source, start, as_of)
+
+
+def explain_step(model, frame: pd.DataFrame, ranking: pd.DataFrame) -> pd.DataFrame:
+    """The model's per-feature contributions (log-odds) for the rows to explain."""
+    rows = ranking.index[ranking["explained"].to_numpy(dtype=bool)]
+    return model.contributions(frame.loc[rows])
+
+
+def drift_step(model, frame: pd.DataFrame, risk: np.ndarray, config: Config) -> DriftCheck:
+    """PSI of the model's top features and of the risk against its training reference (a model
+    without one gives an empty check, reported as "not checked")."""
+    reference = getattr(model, "reference", None)
+    return check_drift(reference, frame, risk, config.drift, seed=config.model.seed)
+
+
+def drift_warnings(check: DriftCheck) -> list[str]:
+    """The week's warnings about drift, for the summary and the terminal (the report renders the
+    check itself, in the report's language)."""
+    if not check.has_reference:
+        return ["drift not checked: the model carries no training reference (retrain it)"]
+    if not check.count:
+        return []
+    listed = ", ".join(
+        f"{r.name} {r.psi:.2f}" + (f" (limit {r.limit:.2f})" if r.limit > check.threshold else "")
+        for r in check.drifted.itertuples(index=False)
+    )
+    return [
+        f"drift: {check.count} of {len(check.table)} checked inputs differ from the training "
+        f"data (PSI above {check.threshold:g}): {listed}. Check the source before relying on "
+        "this week's lists."
+    ]
+
+
+def report_step(
+    ranking: pd.DataFrame,
+    history: History,
+    *,
+    as_of: datetime,
+    model_uri: str,
+    source: Path,
+    config: Config,
+    texts: Texts,
+    drift: DriftCheck,
+) -> str:
+    sc = config.scoring
+    previous = None if history.previous is None else history.previous["risk"].to_numpy("float64")
+    ctx = ReportContext(
+        as_of=as_of.date().isoformat(),
+        model=model_uri,
+        source=str(source),
+        high_risk=sc.report_high_risk,
+        decimals=sc.risk_decimals,
+        histogram_bins=sc.report_histogram_bins,
+        previous_risk=previous,
+        trend=history.trend,
+        warnings=(),  # drift is rendered by the report itself, in its language
+        drift=drift.table,
+        drift_threshold=config.drift.psi_threshold,
+    )
+    return build_report(ranking, ctx, texts)
+
+
+def write_step(
+    out_dir: Path, ranking: pd.DataFrame, report_html: str, summary: dict, config: Config
+) -> dict[str, str]:
+    texts = load_texts(config.scoring.language)
+    lists = curator_lists(ranking, texts.tiers, texts.actions, config.scoring.risk_decimals)
+    curators = sorted(ranking["curator_id"].astype("str").unique())
+    stored = ranking.drop(columns=["curator_order", "eligible"])
+    return outputs_store.write_week(
+        out_dir,
+        stored,
+        lists,
+        curators,
+        report_html,
+        summary,
+        encoding=config.scoring.csv_encoding,
+    )
+
+
+def record_step(
+    check: DriftCheck, summary: dict[str, Any], model, model_uri: str, config: Config
+) -> str:
+    """Record the week in MLflow (a run per scoring, next to the model's training run); returns
+    the run id. Only counts, PSI and names of inputs: no student id, no attr_* value."""
+    when = str(summary["as_of"])[:10]
+    metrics = {
+        **{f"{mlflow_store.PSI_PREFIX}{r.name}": r.psi for r in check.table.itertuples()},
+        "drift_count": check.count,
+        "drift_checked": len(check.table),
+        "drift_max_psi": check.max_psi,
+        "drift_threshold": check.threshold,
+        **{k: summary[k] for k in RECORDED_COUNTS if k in summary},
+    }
+    tags = {
+        mlflow_store.AS_OF_TAG: when,
+        mlflow_store.DRIFT_WARNING_TAG: str(bool(check.count)).lower(),
+        "drift_checked": str(check.has_reference).lower(),
+        "drift_stage_matched": str(check.stage_matched).lower(),
+        "drifted_features": ",".join(check.drifted["name"].astype("str")),
+        "model_uri": model_uri,
+        "source": str(summary.get("source", "")),
+    }
+    metadata = getattr(model, "metadata", None) or {}
+    return mlflow_store.record_scoring_run(
+        run_name=f"score-{when}",
+        metrics=metrics,
+        tags=tags,
+        model_run_id=metadata.get("run_id"),
+        model_name=config.registry.model_name,
+        experiment=config.registry.experiment,
+    )
+
+
+# ------------------------------------------------------------------------------- sequence
+
+
+@dataclass(frozen=True)
+class ScoredWeek:
+    """What `score_steps` produced: the result (what `notalone score` prints and returns) and
+    the ranking in memory (the flow publishes the curator lists from it)."""
+
+    result: dict[str, Any]
+    ranking: pd.DataFrame
+
+
+def score_steps(
+    *,
+    source: str | Path,
+    as_of: datetime,
+    config: Config,
+    workspace: Workspace,
+    steps: Steps,
+    model_uri: str | None = None,
+    out: str | Path | None = None,
+    model=None,
+    frame: pd.DataFrame | None = None,
+    duplicate_events: bool | None = None,
+    validate: bool = True,
+    record: bool | None = None,
+) -> ScoredWeek:
+    """Score the week: every step in order, each through `steps`.
+
+    `model` skips loading it from MLflow (tests, bench); `frame` skips building the features.
+    `duplicate_events`: what the caller's validation found (then validation is skipped here);
+    `validate=False` takes the source as clean. `record`: record the week in MLflow; by default
+    only when the model was loaded from MLflow here (an in-process model has no run to sit by).
+    """
+    source = Path(source)
+    out_dir = output_folder(out, as_of, workspace)
+    uri = model_uri or mlflow_store.champion_uri(config.registry.model_name)
+    texts = load_texts(config.scoring.language, config)
+    record = model is None if record is None else record
+
+    if duplicate_events is None and validate and frame is None:
+        duplicate_events = steps(
+            "validate", None, check_source, source, config, workspace, steps.say
+        )
+    if model is None:
+        model = steps("model", f"model {uri}", mlflow_store.load_model, uri, io=True)
+    model = with_scoring_threads(model, config)
+    cached_hit = None
+    if frame is None:
+        cached = steps(
+            "features",
+            "features",
+            features_step,
+            source,
+            config,
+            as_of,
+            duplicate_events,
+            workspace,
+            steps.say,
+            io=True,
+        )
+        frame, cached_hit = cached.frame, cached.hit
+    risk = steps(
+        "predict", f"predicting risk for {len(frame):,} enrollments", predict_step, model, frame
+    )
+    drift = steps(
+        "drift", "drift check against the training data", drift_step, model, frame, risk, config
+    )
+    history = steps("history", "earlier weeks", history_step, out_dir, as_of, config, io=True)
+    contacts = steps("contacts", "recent contacts", contacts_step, source, as_of, config, io=True)
+    titles = steps("titles", "course titles", course_titles, source, io=True)
+    ranking = steps(
+        "rank",
+        "ranking under curator capacity",
+        ranking_table,
+        frame,
+        risk,
+        history.previous,
+        contacts,
+        as_of,
+        config,
+    )
+    contributions = steps(
+        "explain", "explaining the listed students", explain_step, model, frame, ranking
+    )
+    ranking = steps(
+        "words",
+        "reasons, tiers and first messages",
+        explain_in_words,
+        frame,
+        ranking,
+        contributions,
+        titles,
+        as_of,
+        config,
+        texts,
+    )
+    report = steps(
+        "report",
+        "report",
+        report_step,
+        ranking,
+        history,
+        as_of=as_of,
+        model_uri=uri,
+        source=source,
+        config=config,
+        texts=texts,
+        drift=drift,
+    )
+    summary = {
+        "as_of": as_of.isoformat(),
+        "model_uri": uri,
+        "source": str(source),
+        "language": config.scoring.language,
+        "previous": str(history.previous_folder) if history.previous_folder else None,
+        "warnings": drift_warnings(drift),
+        **summarise_week(ranking),
+        "drifted_inputs": drift.count,
+        "drift": drift.summary(),
+    }
+    paths = steps(
+        "write",
+        f"writing {out_dir}",
+        write_step,
+        out_dir,
+        ranking,
+        report,
+        summary,
+        config,
+        io=True,
+    )
+    # After the outputs: MLflow only records weeks whose lists exist (a rerun records again).
+    run_id = None
+    if record:
+        run_id = steps(
+            "record",
+            "recording the week in MLflow",
+            record_step,
+            drift,
+            summary,
+            model,
+            uri,
+            config,
+            io=True,
+        )
+    result = {
+        **summary,
+        **paths,
+        "mlflow_run_id": run_id,
+        "features_cached": cached_hit,
+        "timings": dict(steps.seconds),
+        "cpu_seconds": dict(steps.cpu_seconds),
+    }
+    return ScoredWeek(result, ranking)
