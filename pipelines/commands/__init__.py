@@ -1,0 +1,1 @@
+"""Command families behind `pipelines.cli`: printing, runner choice, workspace activation."""
