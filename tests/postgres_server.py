@@ -71,7 +71,9 @@ def postgres_server():
     user = RUN_AS if os.geteuid() == 0 else os.environ.get("USER", "postgres")
     port = _free_port()
     subprocess.run(
-        _as_user([str(PG_BIN / "initdb"), "-D", str(data), "-U", user, "-A", "trust", "-E", "UTF8"]),
+        _as_user(
+            [str(PG_BIN / "initdb"), "-D", str(data), "-U", user, "-A", "trust", "-E", "UTF8"]
+        ),
         check=True,
         capture_output=True,
     )

@@ -4,7 +4,6 @@ Every page, form and API call checks that the student belongs to the person aski
 see and record for everyone); anything else is answered 403 before anything is written.
 """
 
-
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -320,7 +319,9 @@ def create_app(settings: AppSettings) -> FastAPI:
     def invite_page(request: Request, token: str):
         # GET only shows a button: link previews in messengers must not use up the link.
         if not auth.invite_is_signed(secret, token, invite_age):
-            return render(request, "message.html", {"text": labels[language(request)]["invite_refused"]}, 403)  # noqa: E501
+            return render(
+                request, "message.html", {"text": labels[language(request)]["invite_refused"]}, 403
+            )
         return render(request, "invite.html", {"token": token})
 
     @app.post("/invite/{token}", include_in_schema=False)
@@ -362,9 +363,18 @@ def create_app(settings: AppSettings) -> FastAPI:
             return RedirectResponse("/lead", status_code=303)
         weeks = records.list_weeks(engine)
         if not weeks:
-            return render(request, "message.html", {"text": labels[language(request)]["no_weeks"]}, account=account, session=session)  # noqa: E501
+            return render(
+                request,
+                "message.html",
+                {"text": labels[language(request)]["no_weeks"]},
+                account=account,
+                session=session,
+            )
         current = week_or_404(week)
-        cards = [card_view(c, current.week_id) for c in records.curator_cards(engine, current.week_id, curator_id)]  # noqa: E501
+        cards = [
+            card_view(c, current.week_id)
+            for c in records.curator_cards(engine, current.week_id, curator_id)
+        ]
         no_reply = [c for c in cards if c["no_reply_before"]]
         shown = no_reply if show == "no_reply" else cards
         return render(
@@ -438,9 +448,7 @@ def create_app(settings: AppSettings) -> FastAPI:
         records.record_verdict(
             engine, entry, verdict, recorded_by=account.person_id, reason=cut(reason)
         )
-        return back_to(
-            week_by_id(week_id), entry.curator_id, card_anchor(student_id, course_id)
-        )
+        return back_to(week_by_id(week_id), entry.curator_id, card_anchor(student_id, course_id))
 
     @app.post("/feedback", include_in_schema=False)
     def post_feedback(
@@ -462,9 +470,7 @@ def create_app(settings: AppSettings) -> FastAPI:
             question=question(language(request)),
             recorded_by=account.person_id,
         )
-        return back_to(
-            week_by_id(week_id), entry.curator_id, card_anchor(student_id, course_id)
-        )
+        return back_to(week_by_id(week_id), entry.curator_id, card_anchor(student_id, course_id))
 
     @app.post("/tokens", response_class=HTMLResponse, include_in_schema=False)
     def post_token(request: Request, who: Annotated[tuple[Account, str], Depends(form_session)]):
@@ -484,7 +490,13 @@ def create_app(settings: AppSettings) -> FastAPI:
             raise Forbidden("the lead's page is for leads")
         weeks = records.list_weeks(engine)
         if not weeks:
-            return render(request, "message.html", {"text": labels[language(request)]["no_weeks"]}, account=account, session=session)  # noqa: E501
+            return render(
+                request,
+                "message.html",
+                {"text": labels[language(request)]["no_weeks"]},
+                account=account,
+                session=session,
+            )
         current = week_or_404(week)
         summary = records.lead_summary(
             engine, current, curator or None, wrong_verdict=wa.wrong_verdict

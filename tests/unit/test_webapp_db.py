@@ -20,9 +20,9 @@ from webapp.db import (
     open_workspace_db,
     publish_week,
     recorded_contacts,
+    records,
     revoke_person,
 )
-from webapp.db import records
 from webapp.db.accounts import KIND_API, account_for_secret, consume_invite
 from webapp.db.models import ListEntry, Week
 from webapp.db.records import INTERVENTION_COLUMNS
@@ -65,8 +65,13 @@ def test_publish_lists_only_listed_in_rank_order(engine):
 def test_publish_labels_and_display_names(engine):
     ranking = tiny_ranking()
     lists = pd.DataFrame(
-        {"curator_id": ["cur-a"], "student": ["s1"], "course": ["PY101-2026A"],
-         "tier": ["Curator"], "action": ["Write first"]}
+        {
+            "curator_id": ["cur-a"],
+            "student": ["s1"],
+            "course": ["PY101-2026A"],
+            "tier": ["Curator"],
+            "action": ["Write first"],
+        }
     )
     names = pd.DataFrame({"student_id": ["s1"], "display_name": ["Anna Petrova"]})
     week = publish_week(engine, as_of=WEEK, ranking=ranking, lists=lists, display_names=names)
@@ -112,7 +117,9 @@ def test_failed_insert_rolls_back_the_whole_week(engine, monkeypatch):
         return rows
 
     monkeypatch.setattr(publish_module, "list_rows", rows_with_a_bad_one)
-    with pytest.raises(Exception):
+    from sqlalchemy.exc import IntegrityError
+
+    with pytest.raises(IntegrityError):
         publish_module.publish_week(engine, as_of=WEEK, ranking=tiny_ranking({"cur-a": ["s7"]}))
     assert count(engine, ListEntry) == 5
     with engine.connect() as conn:

@@ -83,12 +83,12 @@ def list_rows(
             "risk": listed["risk"].astype("float64"),
             "change": listed["change"].astype("float64"),
             "reasons": listed["reasons"],
-            "reason_group": listed["lead_group"] if "lead_group" in listed else "",
+            "reason_group": listed.get("lead_group", ""),
             "tier": listed["tier"],
             "action": listed["action"],
             "message": listed["message"],
             "triggered": listed["triggered"].fillna(False).astype(bool),
-            "trigger_names": listed["triggers"] if "triggers" in listed else "",
+            "trigger_names": listed.get("triggers", ""),
         }
     )
     dupes = frame[frame.duplicated(KEYS, keep=False)]
@@ -104,7 +104,9 @@ def list_rows(
     names = {}
     if display_names is not None and not display_names.empty:
         clean = display_names.dropna(subset=["display_name"])
-        names = dict(zip(clean["student_id"].astype("str"), clean["display_name"].astype("str")))
+        names = dict(
+            zip(clean["student_id"].astype("str"), clean["display_name"].astype("str"), strict=True)
+        )
     titles = dict(course_titles) if course_titles is not None else {}
     rows = []
     for r in frame.itertuples(index=False):

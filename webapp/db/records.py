@@ -278,7 +278,7 @@ def curator_cards(engine: Engine, week_id: int, curator_id: str) -> list[Card]:
             .where(tuple_(FeedbackAnswer.student_id, FeedbackAnswer.course_id).in_(keys))
             .order_by(FeedbackAnswer.recorded_at.desc())
         ).all()
-    cards = {k: Card(e) for k, e in zip(keys, entries)}
+    cards = {k: Card(e) for k, e in zip(keys, entries, strict=False)}
     for c in contacts:
         c["ts"] = as_utc(c["ts"])
         c["outcome"] = outcomes.get(c["contact_id"])
@@ -347,9 +347,7 @@ def lead_summary(
         ).all()
         outcomes = _latest_outcomes(conn, [c.contact_id for c in contacts])
         verdicts = conn.execute(
-            select(
-                Verdict.student_id, Verdict.course_id, Verdict.verdict, Verdict.reason_group
-            )
+            select(Verdict.student_id, Verdict.course_id, Verdict.verdict, Verdict.reason_group)
             .where(Verdict.week_id == week.week_id, mine(Verdict.curator_id))
             .order_by(Verdict.recorded_at, Verdict.verdict_id)
         ).all()

@@ -60,7 +60,10 @@ def upgrade() -> None:
         "list_entries",
         sa.Column("entry_id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column(
-            "week_id", sa.Integer, sa.ForeignKey("weeks.week_id", ondelete="CASCADE"), nullable=False
+            "week_id",
+            sa.Integer,
+            sa.ForeignKey("weeks.week_id", ondelete="CASCADE"),
+            nullable=False,
         ),
         sa.Column("curator_id", ID, nullable=False),
         sa.Column("student_id", ID, nullable=False),
@@ -81,9 +84,7 @@ def upgrade() -> None:
         sa.Column("trigger_names", sa.Text, nullable=False),
         sa.UniqueConstraint("week_id", "student_id", "course_id", name="uq_entry_enrolment"),
     )
-    op.create_index(
-        "ix_entry_week_curator_rank", "list_entries", ["week_id", "curator_id", "rank"]
-    )
+    op.create_index("ix_entry_week_curator_rank", "list_entries", ["week_id", "curator_id", "rank"])
     op.create_index("ix_entry_enrolment", "list_entries", ["student_id", "course_id"])
     op.create_table(
         "contacts",
@@ -140,9 +141,7 @@ def upgrade() -> None:
             *extra[1:],
             sa.Column("recorded_at", TS, nullable=False),
         )
-    op.create_index(
-        "ix_verdict_week_enrolment", "verdicts", ["week_id", "student_id", "course_id"]
-    )
+    op.create_index("ix_verdict_week_enrolment", "verdicts", ["week_id", "student_id", "course_id"])
     op.create_index(
         "ix_feedback_week_enrolment", "feedback_answers", ["week_id", "student_id", "course_id"]
     )
