@@ -36,17 +36,19 @@ def engine(app):
     return app.state.engine
 
 
-def link_path(engine, person: str, lead: bool = False, hours: float = 1.0) -> str:
+def link_path(
+    engine, person: str, lead: bool = False, hours: float = 1.0, secret: bytes = SECRET
+) -> str:
     link = auth.invite_link(
-        engine, SECRET, person, lead=lead, base_url="http://t", expires_in=timedelta(hours=hours)
+        engine, secret, person, lead=lead, base_url="http://t", expires_in=timedelta(hours=hours)
     )
     return link.removeprefix("http://t")
 
 
-def login(app, person: str, lead: bool = False) -> tuple[TestClient, str]:
+def login(app, person: str, lead: bool = False, secret: bytes = SECRET) -> tuple[TestClient, str]:
     """A client with a session of `person` and a CSRF token from their page."""
     client = TestClient(app)
-    path = link_path(app.state.engine, person, lead)
+    path = link_path(app.state.engine, person, lead, secret=secret)
     assert client.get(path).status_code == 200
     redeemed = client.post(path, follow_redirects=False)
     assert redeemed.status_code == 303
