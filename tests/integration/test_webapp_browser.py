@@ -17,8 +17,7 @@ from configs import load_config
 from tests.workspace_data import NEXT_WEEK, WEEK, tiny_ranking
 from webapp import auth
 from webapp.app import create_app
-from webapp.db import publish_week, recorded_contacts
-from webapp.db import records
+from webapp.db import publish_week, recorded_contacts, records
 from webapp.settings import AppSettings
 
 CHROMIUM = "/usr/bin/chromium"
