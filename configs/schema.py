@@ -610,6 +610,7 @@ class WorkspaceAppConfig(Section):
         "ru": "Что помогает вам продолжать учёбу?",
     }
     max_text_chars: int = Field(4000, ge=1)  # messages, reasons and answers are cut to this
+    card_history: int = Field(6, ge=1)  # latest contacts shown on a card (the rest counted)
 
     @model_validator(mode="after")
     def _known_words(self) -> WorkspaceAppConfig:

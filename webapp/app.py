@@ -128,6 +128,8 @@ def create_app(settings: AppSettings) -> FastAPI:
     session_life = timedelta(days=wa.session_days)
     token_life = timedelta(days=wa.api_token_days) if wa.api_token_days else None
     templates = Jinja2Templates(directory=str(TEMPLATES))
+    templates.env.trim_blocks = True
+    templates.env.lstrip_blocks = True
     bearer = HTTPBearer(auto_error=False, description="Personal API token (`notalone app token`)")
 
     app = FastAPI(
@@ -289,7 +291,8 @@ def create_app(settings: AppSettings) -> FastAPI:
             "anchor": card_anchor(entry["student_id"], entry["course_id"]),
             "reason_list": [r for r in (entry["reasons"] or "").split("; ") if r],
             "message_filled": fill_message(entry["message"], entry["display_name"]),
-            "contacts": card.contacts,
+            "contacts": card.contacts[: wa.card_history],
+            "older_contacts": max(0, len(card.contacts) - wa.card_history),
             "verdict": card.verdict,
             "answers": card.answers,
             "no_reply_before": bool(earlier) and earlier[0]["outcome"] in wa.no_reply_outcomes,

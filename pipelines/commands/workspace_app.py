@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+
+import pandas as pd
 
 from configs.schema import Config
 from pipelines.settings import Workspace
@@ -99,3 +101,64 @@ def run_export(*, out: Path, config: Config) -> Path:
     count = len(recorded_contacts(engine))
     Console().print(f"[bold green]exported[/bold green] {count:,} contact(s) to {path}")
     return path
+
+
+# --------------------------------------------------------------- wiring for `notalone score`
+
+
+def display_names_of(source: Path) -> pd.DataFrame | None:
+    """(student_id, display_name) from the source's enrollments, when it has that optional
+    column; for curator-facing pages only (never MLflow)."""
+    from features.sources import read_table
+
+    enrollments = read_table(source, "enrollments")
+    if "display_name" not in enrollments.columns:
+        return None
+    names = enrollments[["student_id", "display_name"]].dropna(subset=["display_name"])
+    return names.astype("str").drop_duplicates("student_id")
+
+
+def publish_scored_week(
+    ranking: pd.DataFrame,
+    *,
+    as_of: datetime,
+    model_uri: str,
+    config: Config,
+    source: Path | None = None,
+    course_titles: pd.Series | None = None,
+):
+    """Publish a scored week (the scorer's full ranking) into the workspace database: the lists
+    with the tier and action labels of the scoring language, display names from the source's
+    enrollments and the course titles. Returns `webapp.db.PublishedWeek`."""
+    from interventions.ranking import curator_lists
+    from pipelines.scoring import load_texts
+    from webapp.db import publish_week
+
+    _, engine, _ = _workspace_db(config)
+    texts = load_texts(config.scoring.language)
+    lists = curator_lists(ranking, texts.tiers, texts.actions, config.scoring.risk_decimals)
+    try:
+        return publish_week(
+            engine,
+            as_of=as_of,
+            ranking=ranking,
+            lists=lists,
+            model_uri=model_uri,
+            language=config.scoring.language,
+            display_names=display_names_of(Path(source)) if source is not None else None,
+            course_titles=course_titles,
+        )
+    finally:
+        engine.dispose()
+
+
+def workspace_contacts(config: Config) -> pd.DataFrame:
+    """The contacts recorded in the workspace as the `interventions` table (for the cooldown);
+    empty, with the columns, when there is no workspace database yet."""
+    from webapp.db import recorded_contacts
+
+    _, engine, _ = _workspace_db(config)
+    try:
+        return recorded_contacts(engine)
+    finally:
+        engine.dispose()

@@ -117,7 +117,10 @@ class Contact(Base):
     """A contact a curator made (who, when, channel, the message as sent). Append-only."""
 
     __tablename__ = "contacts"
-    __table_args__ = (Index("ix_contact_enrolment", "student_id", "course_id", "ts"),)
+    __table_args__ = (
+        Index("ix_contact_enrolment", "student_id", "course_id", "ts"),
+        Index("ix_contact_week_curator", "week_id", "curator_id"),
+    )
 
     contact_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     week_id: Mapped[int | None] = mapped_column(ForeignKey("weeks.week_id"), nullable=True)
@@ -149,7 +152,10 @@ class Verdict(Base):
     """The curator's verdict on a flag (useful, already known, not applicable, wrongly flagged)."""
 
     __tablename__ = "verdicts"
-    __table_args__ = (Index("ix_verdict_week_enrolment", "week_id", "student_id", "course_id"),)
+    __table_args__ = (
+        Index("ix_verdict_week_enrolment", "week_id", "student_id", "course_id"),
+        Index("ix_verdict_week_curator", "week_id", "curator_id"),
+    )
 
     verdict_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     week_id: Mapped[int] = mapped_column(ForeignKey("weeks.week_id"))
@@ -167,7 +173,11 @@ class FeedbackAnswer(Base):
     """The student's answer to the feedback question, as the curator noted it."""
 
     __tablename__ = "feedback_answers"
-    __table_args__ = (Index("ix_feedback_week_enrolment", "week_id", "student_id", "course_id"),)
+    __table_args__ = (
+        Index("ix_feedback_week_enrolment", "week_id", "student_id", "course_id"),
+        Index("ix_feedback_enrolment", "student_id", "course_id"),
+        Index("ix_feedback_week_curator", "week_id", "curator_id"),
+    )
 
     answer_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     week_id: Mapped[int] = mapped_column(ForeignKey("weeks.week_id"))

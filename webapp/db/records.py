@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import Engine, func, insert, select, tuple_
+from sqlalchemy import Engine, func, insert, select
 
 from webapp.db.engine import as_utc, utcnow
 from webapp.db.models import Contact, FeedbackAnswer, ListEntry, Outcome, Verdict, Week
@@ -215,15 +215,42 @@ def record_feedback(
 # ------------------------------------------------------------------------------------ reads
 
 
-def _latest_outcomes(conn, contact_ids: list[int]) -> dict[int, str]:
-    if not contact_ids:
-        return {}
+CONTACT_COLUMNS = (
+    Contact.contact_id,
+    Contact.week_id,
+    Contact.student_id,
+    Contact.course_id,
+    Contact.curator_id,
+    Contact.recorded_by,
+    Contact.ts,
+    Contact.channel,
+    Contact.action,
+    Contact.via,
+)
+
+
+def _contacts_with_outcomes(conn, *where, order=None) -> list[dict]:
+    """Contacts matching `where`, each with its latest outcome (None when none), in `order`
+    (default: oldest first). One query: outcomes are left-joined and reduced here, which keeps
+    to the indexes (no IN list of contact ids, no scan of all outcomes)."""
+    order = order if order is not None else (Contact.ts, Contact.contact_id)
     rows = conn.execute(
-        select(Outcome.contact_id, Outcome.outcome)
-        .where(Outcome.contact_id.in_(contact_ids))
-        .order_by(Outcome.recorded_at, Outcome.outcome_id)
-    ).all()
-    return {r.contact_id: r.outcome for r in rows}  # later rows overwrite earlier ones
+        select(*CONTACT_COLUMNS, Outcome.outcome, Outcome.outcome_id)
+        .outerjoin(Outcome, Outcome.contact_id == Contact.contact_id)
+        .where(*where)
+        .order_by(*order, Outcome.outcome_id)
+    ).mappings()
+    contacts: dict[int, dict] = {}
+    for row in rows:
+        found = contacts.get(row["contact_id"])
+        if found is None:
+            found = contacts[row["contact_id"]] = dict(row)
+            found["ts"] = as_utc(found["ts"])
+        elif row["outcome_id"] is not None:  # a later outcome supersedes an earlier one
+            found["outcome"] = row["outcome"]
+    for contact in contacts.values():
+        contact.pop("outcome_id")
+    return list(contacts.values())
 
 
 @dataclass
@@ -254,34 +281,40 @@ def curator_cards(engine: Engine, week_id: int, curator_id: str) -> list[Card]:
         if not entries:
             return []
         keys = [(e["student_id"], e["course_id"]) for e in entries]
-        enrolment = tuple_(Contact.student_id, Contact.course_id)
+        wanted = set(keys)
+        # `student_id IN (...)` uses the (student_id, course_id) indexes on SQLite and
+        # PostgreSQL alike (a row-value IN scans on SQLite); the course is checked here.
+        students = sorted({k[0] for k in keys})
         contacts = [
-            dict(r._mapping)
-            for r in conn.execute(
-                select(Contact)
-                .where(enrolment.in_(keys))
-                .order_by(Contact.ts.desc(), Contact.contact_id.desc())
-            ).all()
-        ]
-        outcomes = _latest_outcomes(conn, [c["contact_id"] for c in contacts])
-        verdicts = conn.execute(
-            select(Verdict)
-            .where(
-                Verdict.week_id == week_id,
-                tuple_(Verdict.student_id, Verdict.course_id).in_(keys),
+            c
+            for c in _contacts_with_outcomes(
+                conn,
+                Contact.student_id.in_(students),
+                order=(Contact.ts.desc(), Contact.contact_id.desc()),
             )
-            .order_by(Verdict.recorded_at, Verdict.verdict_id)
-        ).all()
-        answers = conn.execute(
-            select(FeedbackAnswer, Week.as_of)
-            .join(Week, Week.week_id == FeedbackAnswer.week_id)
-            .where(tuple_(FeedbackAnswer.student_id, FeedbackAnswer.course_id).in_(keys))
-            .order_by(FeedbackAnswer.recorded_at.desc())
-        ).all()
+            if (c["student_id"], c["course_id"]) in wanted
+        ]
+        verdicts = [
+            v
+            for v in conn.execute(
+                select(Verdict)
+                .where(Verdict.week_id == week_id, Verdict.student_id.in_(students))
+                .order_by(Verdict.recorded_at, Verdict.verdict_id)
+            ).all()
+            if (v.student_id, v.course_id) in wanted
+        ]
+        answers = [
+            a
+            for a in conn.execute(
+                select(FeedbackAnswer, Week.as_of)
+                .join(Week, Week.week_id == FeedbackAnswer.week_id)
+                .where(FeedbackAnswer.student_id.in_(students))
+                .order_by(FeedbackAnswer.recorded_at.desc())
+            ).all()
+            if (a.student_id, a.course_id) in wanted
+        ]
     cards = {k: Card(e) for k, e in zip(keys, entries, strict=False)}
     for c in contacts:
-        c["ts"] = as_utc(c["ts"])
-        c["outcome"] = outcomes.get(c["contact_id"])
         c["this_week"] = c["week_id"] == week_id
         cards[(c["student_id"], c["course_id"])].contacts.append(c)
     for v in verdicts:
@@ -336,16 +369,9 @@ def lead_summary(
             .where(ListEntry.week_id == week.week_id, mine(ListEntry.curator_id))
             .group_by(ListEntry.curator_id)
         ).all()
-        contacts = conn.execute(
-            select(
-                Contact.contact_id,
-                Contact.student_id,
-                Contact.course_id,
-                Contact.curator_id,
-                Contact.ts,
-            ).where(Contact.week_id == week.week_id, mine(Contact.curator_id))
-        ).all()
-        outcomes = _latest_outcomes(conn, [c.contact_id for c in contacts])
+        contacts = _contacts_with_outcomes(
+            conn, Contact.week_id == week.week_id, mine(Contact.curator_id)
+        )
         verdicts = conn.execute(
             select(Verdict.student_id, Verdict.course_id, Verdict.verdict, Verdict.reason_group)
             .where(Verdict.week_id == week.week_id, mine(Verdict.curator_id))
@@ -369,10 +395,9 @@ def lead_summary(
     first: dict[tuple[str, str], datetime] = {}
     contacted_by: dict[str, set] = defaultdict(set)
     for c in contacts:
-        key = (c.student_id, c.course_id)
-        ts = as_utc(c.ts)
-        first[key] = min(first.get(key, ts), ts)
-        contacted_by[c.curator_id].add(key)
+        key = (c["student_id"], c["course_id"])
+        first[key] = min(first.get(key, c["ts"]), c["ts"])
+        contacted_by[c["curator_id"]].add(key)
     waits = [
         max(0.0, (ts - week.first_published_at).total_seconds() / 3600) for ts in first.values()
     ]
@@ -387,7 +412,7 @@ def lead_summary(
         listed=sum(listed.values()),
         contacted=len(first),
         median_hours_to_first_contact=statistics.median(waits) if waits else None,
-        outcomes=dict(Counter(o for o in outcomes.values())),
+        outcomes=dict(Counter(c["outcome"] for c in contacts if c["outcome"])),
         verdicts_by_group={g: dict(c) for g, c in sorted(by_group.items())},
         wrongly_flagged_share={
             g: c[wrong_verdict] / sum(c.values()) for g, c in sorted(by_group.items())
@@ -406,31 +431,21 @@ def recorded_contacts(
     """Contacts recorded in the workspace as the contract's `interventions` table:
     student_id, course_id, ts (UTC), curator_id, action (the list's action), outcome (the
     latest recorded, missing when none). `since` <= ts < `until` when given."""
-    query = select(
-        Contact.contact_id,
-        Contact.student_id,
-        Contact.course_id,
-        Contact.ts,
-        Contact.curator_id,
-        Contact.action,
-    ).order_by(Contact.ts, Contact.contact_id)
+    where = []
     if since is not None:
-        query = query.where(Contact.ts >= as_utc(since))
+        where.append(Contact.ts >= as_utc(since))
     if until is not None:
-        query = query.where(Contact.ts < as_utc(until))
+        where.append(Contact.ts < as_utc(until))
     with engine.connect() as conn:
-        rows = conn.execute(query).all()
-        outcomes = _latest_outcomes(conn, [r.contact_id for r in rows])
+        rows = _contacts_with_outcomes(conn, *where)
     return pd.DataFrame(
         {
-            "student_id": pd.array([r.student_id for r in rows], dtype="str"),
-            "course_id": pd.array([r.course_id for r in rows], dtype="str"),
-            "ts": pd.to_datetime([as_utc(r.ts) for r in rows], utc=True).astype(
-                "datetime64[us, UTC]"
-            ),
-            "curator_id": pd.array([r.curator_id for r in rows], dtype="str"),
-            "action": pd.array([r.action for r in rows], dtype="str"),
-            "outcome": pd.array([outcomes.get(r.contact_id) for r in rows], dtype="str"),
+            "student_id": pd.array([r["student_id"] for r in rows], dtype="str"),
+            "course_id": pd.array([r["course_id"] for r in rows], dtype="str"),
+            "ts": pd.to_datetime([r["ts"] for r in rows], utc=True).astype("datetime64[us, UTC]"),
+            "curator_id": pd.array([r["curator_id"] for r in rows], dtype="str"),
+            "action": pd.array([r["action"] for r in rows], dtype="str"),
+            "outcome": pd.array([r["outcome"] for r in rows], dtype="str"),
         },
         columns=INTERVENTION_COLUMNS,
     )
