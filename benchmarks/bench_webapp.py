@@ -2,8 +2,9 @@
 lists in the database.
 
 It publishes `--weeks` weeks (default 52) of `--curators` curators x `--per-curator` listed
-students (default 1,300 x 15, the default capacity: 1,014,000 list rows) through `publish_week`, records a contact with
-an outcome for `--contact-share` of the entries (history for the cards), and then times the
+students (default 1,300 x 15, the default capacity: 1,014,000 list rows) through
+`publish_week`, records a contact with an outcome for `--contact-share` of the entries (history
+for the cards), and then times the
 curator's page (GET /week, the full app in process through TestClient: session check, queries,
 template) for curators of the latest week, plus the lead's page. `--curators 200 --per-curator
 100` is the stress variant (100 cards on one page, same total). Students stay with their
