@@ -131,3 +131,40 @@ def test_curator_records_contact_and_verdict_in_browser(served, tmp_path):
     assert first.verdict["verdict"] == "useful"
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is not installed")
+def test_lead_page_in_browser(served, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    base, engine, week = served
+    entry = records.find_entry(engine, "s1", COURSE)
+    records.record_contact(engine, entry, recorded_by="cur-a", channel="phone", outcome="replied")
+    records.record_verdict(engine, entry, "wrongly_flagged", recorded_by="cur-a", reason="ill")
+    records.record_feedback(
+        engine, entry, "Short weekly goals", question="What helps?", recorded_by="cur-a"
+    )
+    link = auth.invite_link(
+        engine, SECRET, "lead-1", lead=True, base_url=base, expires_in=timedelta(hours=1)
+    )
+    shot = Path(tmp_path) / "lead-page.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(link)
+            page.get_by_role("button", name="Open my workspace").click()
+            page.wait_for_url(f"{base}/lead")
+            assert page.locator("#fig-listed").inner_text() == "4"
+            assert page.locator("#fig-contacted").inner_text() == "1"
+            assert "Short weekly goals" in page.inner_text("body")
+            assert page.locator("#effect").count() == 1
+            page.select_option("select[name=curator]", "cur-a")
+            page.get_by_role("button", name="Show").click()
+            page.wait_for_url("**curator=cur-a**")
+            assert page.locator("#fig-listed").inner_text() == "3"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")

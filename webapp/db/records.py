@@ -226,6 +226,7 @@ CONTACT_COLUMNS = (
     Contact.channel,
     Contact.action,
     Contact.via,
+    Contact.message,
 )
 
 
