@@ -431,10 +431,9 @@ def create_app(settings: AppSettings) -> FastAPI:
         account = who[0]
         owner = owned_contact(account, contact_id)
         check_word("outcome", outcome, wa.outcomes)
+        week = week_by_id(week_id)  # the page to return to: checked before anything is written
         records.record_outcome(engine, contact_id, outcome, recorded_by=account.person_id)
-        return back_to(
-            week_by_id(week_id), owner.curator_id, card_anchor(owner.student_id, owner.course_id)
-        )
+        return back_to(week, owner.curator_id, card_anchor(owner.student_id, owner.course_id))
 
     @app.post("/verdicts", include_in_schema=False)
     def post_verdict(
