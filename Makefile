@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 RUN := $(UV) run --frozen
 
-.PHONY: install demo test lint format bench-features bench-train bench-score bench serve ui clean
+.PHONY: install demo test lint format bench-features bench-train bench-score bench-webapp bench serve ui clean
 
 install: .venv/.installed
 
@@ -41,6 +41,9 @@ bench-train: install
 
 bench-score: install
 	$(RUN) python benchmarks/bench_score.py
+
+bench-webapp: install
+	$(RUN) python benchmarks/bench_webapp.py
 
 bench: bench-features bench-train bench-score
 

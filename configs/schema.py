@@ -585,6 +585,44 @@ class DemoConfig(Section):
     folder: str = "demo-school"
 
 
+class WorkspaceAppConfig(Section):
+    """`notalone app`: the curator workspace (web pages, JSON API, invite links)."""
+
+    publish: bool = True  # `notalone score` and the weekly flow publish each week's lists here
+    language: str | None = None  # labels of the pages; None: scoring.language
+    invite_expiry_hours: float = Field(72.0, gt=0)
+    session_days: float = Field(14.0, gt=0)
+    api_token_days: float | None = Field(365.0, gt=0)  # None: API tokens never expire
+    cookie_secure: bool = False  # True when the app is served over HTTPS only
+    channels: list[str] = ["message", "email", "phone", "video_call", "messenger"]
+    outcomes: list[str] = [
+        "replied",
+        "no_answer",
+        "declined_help",
+        "resolved",
+        "technical_support",
+        "mentor",
+    ]
+    no_reply_outcomes: list[str] = ["no_answer"]  # shown again, marked, the next week
+    verdicts: list[str] = ["useful", "already_known", "not_applicable", "wrongly_flagged"]
+    wrong_verdict: str = "wrongly_flagged"  # needs a reason; its share is shown per reason group
+    feedback_question: dict[str, str] = {
+        "en": "What helps you keep going?",
+        "ru": "Что помогает вам продолжать учёбу?",
+    }
+    max_text_chars: int = Field(4000, ge=1)  # messages, reasons and answers are cut to this
+    card_history: int = Field(6, ge=1)  # latest contacts shown on a card (the rest counted)
+
+    @model_validator(mode="after")
+    def _known_words(self) -> WorkspaceAppConfig:
+        if self.wrong_verdict not in self.verdicts:
+            raise ValueError(f"workspace_app.wrong_verdict {self.wrong_verdict!r} not in verdicts")
+        unknown = set(self.no_reply_outcomes) - set(self.outcomes)
+        if unknown:
+            raise ValueError(f"workspace_app.no_reply_outcomes not in outcomes: {sorted(unknown)}")
+        return self
+
+
 class Config(Section):
     generator: GeneratorConfig = GeneratorConfig()
     oulad: OuladConfig = OuladConfig()
@@ -599,6 +637,7 @@ class Config(Section):
     drift: DriftConfig = DriftConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     demo: DemoConfig = DemoConfig()
+    workspace_app: WorkspaceAppConfig = WorkspaceAppConfig()
 
 
 class ConfigError(ValueError):

@@ -330,6 +330,83 @@ def ui(
     run_ui(which=which, host=host, port=port)
 
 
+# --- the curator workspace (issue 14) ----------------------------------------------------------
+
+workspace_app = typer.Typer(
+    help="The curator workspace: web pages and JSON API; invite, revoke, export.",
+    invoke_without_command=True,
+)
+app.add_typer(workspace_app, name="app")
+
+
+@workspace_app.callback()
+@user_errors
+def app_serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the curator workspace (without a subcommand) on 127.0.0.1:8000."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from pipelines.commands.workspace_app import run_app
+
+    run_app(host=host, port=port, config=load(config))
+
+
+@workspace_app.command("invite")
+@user_errors
+def app_invite(
+    curator_id: Annotated[str, typer.Argument(help="Curator id (as in the lists) or a lead's id.")],
+    lead: Annotated[bool, typer.Option("--lead", help="A lead: sees every curator.")] = False,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="Where the app is reached.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Print a personal, signed, expiring, single-use link to the workspace."""
+    from pipelines.commands.workspace_app import run_invite
+
+    run_invite(curator_id=curator_id, lead=lead, base_url=base_url, config=load(config))
+
+
+@workspace_app.command("token")
+@user_errors
+def app_token(
+    curator_id: Annotated[str, typer.Argument(help="Whose token.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Print a new personal API token (bearer) for a CRM or bot."""
+    from pipelines.commands.workspace_app import run_token
+
+    run_token(curator_id=curator_id, config=load(config))
+
+
+@workspace_app.command("revoke")
+@user_errors
+def app_revoke(
+    curator_id: Annotated[str, typer.Argument(help="Whose access ends.")],
+    config: ConfigOpt = None,
+) -> None:
+    """End every session and API token of a person."""
+    from pipelines.commands.workspace_app import run_revoke
+
+    run_revoke(curator_id=curator_id, config=load(config))
+
+
+@workspace_app.command("export")
+@user_errors
+def app_export(
+    out: Annotated[Path, typer.Option("--out", help="Folder for interventions.parquet.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Write the contacts recorded in the workspace as the `interventions` table."""
+    from pipelines.commands.workspace_app import run_export
+
+    run_export(out=out, config=load(config))
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

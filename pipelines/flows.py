@@ -13,7 +13,6 @@ module so that Prefect reads the workspace's PREFECT_HOME. (No `from __future__ 
 annotations` here: Prefect validates flow parameters against the real annotations.)
 """
 
-
 import contextlib
 import contextvars
 from collections.abc import Iterator

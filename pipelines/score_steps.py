@@ -33,17 +33,18 @@ import pandas as pd
 from configs.schema import Config
 from features.sources import course_titles, recent_contacts
 from interventions.ranking import curator_lists
-from interventions.report import ReportContext, build_report
+from interventions.report import ReportContext
 from interventions.routing import check_rule_features
 from interventions.texts import Texts
 from interventions.weekly import explain_in_words, ranking_table, summarise_week
 from models.drift import DriftCheck, check_drift
-from pipelines import mlflow_store, outputs_store
+from pipelines import mlflow_store, outputs_store, workspace_store
 from pipelines.checks import check_source
 from pipelines.feature_cache import CachedFrame, workspace_features
 from pipelines.runner import Steps
 from pipelines.settings import Workspace
 from pipelines.texts import ScoringError, load_texts
+from webapp.report import build_report_from_template
 
 # Counts of the week's summary also recorded in MLflow (product leads compare weeks there).
 RECORDED_COUNTS = ("students", "listed", "triggered_listed", "held_back_cooldown", "mean_risk")
@@ -117,10 +118,19 @@ def history_step(out_dir: Path, as_of: datetime, config: Config) -> History:
     return History(previous, folder, trend)
 
 
-def contacts_step(source: Path, as_of: datetime, config: Config) -> pd.DataFrame | None:
-    """Latest contact per (student, course) in [T - cooldown_days, T)."""
+def contacts_step(
+    source: Path, as_of: datetime, config: Config, workspace: Workspace
+) -> pd.DataFrame | None:
+    """Latest contact per (student, course) in [T - cooldown_days, T): those of the source's
+    `interventions` table and those recorded in the curator workspace."""
     start = as_of - timedelta(days=config.scoring.cooldown_days)
-    return recent_contacts(source, start, as_of)
+    from_source = recent_contacts(source, start, as_of)
+    recorded = workspace_store.contacts_between(workspace, start, as_of)
+    if recorded.empty:
+        return from_source
+    both = pd.concat([c for c in (from_source, recorded) if c is not None], ignore_index=True)
+    both["ts"] = pd.to_datetime(both["ts"], utc=True)
+    return both.groupby(["student_id", "course_id"], as_index=False, sort=True)["ts"].max()
 
 
 def explain_step(model, frame: pd.DataFrame, ranking: pd.DataFrame) -> pd.DataFrame:
@@ -180,7 +190,7 @@ def report_step(
         drift=drift.table,
         drift_threshold=config.drift.psi_threshold,
     )
-    return build_report(ranking, ctx, texts)
+    return build_report_from_template(ranking, ctx, texts)
 
 
 def write_step(
@@ -304,7 +314,9 @@ def score_steps(
         "drift", "drift check against the training data", drift_step, model, frame, risk, config
     )
     history = steps("history", "earlier weeks", history_step, out_dir, as_of, config, io=True)
-    contacts = steps("contacts", "recent contacts", contacts_step, source, as_of, config, io=True)
+    contacts = steps(
+        "contacts", "recent contacts", contacts_step, source, as_of, config, workspace, io=True
+    )
     titles = steps("titles", "course titles", course_titles, source, io=True)
     ranking = steps(
         "rank",
@@ -367,6 +379,22 @@ def score_steps(
         config,
         io=True,
     )
+    published = None
+    if config.workspace_app.publish:
+        published = steps(
+            "publish",
+            "publishing the lists in the curator workspace",
+            workspace_store.publish,
+            ranking,
+            as_of=as_of,
+            model_uri=uri,
+            config=config,
+            texts=texts,
+            source=source,
+            titles=titles,
+            workspace=workspace,
+            io=True,
+        )
     # After the outputs: MLflow only records weeks whose lists exist (a rerun records again).
     run_id = None
     if record:
@@ -385,6 +413,7 @@ def score_steps(
         **summary,
         **paths,
         "mlflow_run_id": run_id,
+        "workspace": published,
         "features_cached": cached_hit,
         "timings": dict(steps.seconds),
         "cpu_seconds": dict(steps.cpu_seconds),

@@ -111,3 +111,8 @@ def subprocess_env(tmp_path_factory) -> dict[str, str]:
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     env["DO_NOT_TRACK"] = "1"
     return env
+
+
+# --- PostgreSQL (a throwaway server; the workspace database is tested against it) -------------
+
+from tests.postgres_server import postgres_server  # noqa: E402,F401

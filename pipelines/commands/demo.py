@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -151,6 +152,14 @@ def run_demo(students: int | None, config: Config) -> dict[str, Any]:
         finally:
             restore_logs()
 
+    links = {}
+    if config.workspace_app.publish:
+        from pipelines.commands.workspace_app import demo_links
+
+        ranking = pd.read_parquet(scored["ranking"], columns=["curator_id", "listed"])
+        first = sorted(ranking.loc[ranking["listed"], "curator_id"].astype(str).unique())
+        if first:
+            links = demo_links(config, first[0])
     seconds = time.perf_counter() - started
     summary = {
         "source": str(source),
@@ -163,6 +172,7 @@ def run_demo(students: int | None, config: Config) -> dict[str, Any]:
         "score": scored,
         "seconds": seconds,
         "workspace": str(workspace.root),
+        "links": links,
     }
     print_summary(summary, workspace, as_of)
     return summary
@@ -201,3 +211,13 @@ def print_summary(summary: dict[str, Any], workspace: Workspace, as_of: datetime
     console.print("Open the UIs (they bind to 127.0.0.1):")
     console.print(f"  {prefix}notalone ui mlflow   # runs, metrics, models", soft_wrap=True)
     console.print(f"  {prefix}notalone ui prefect  # flow runs, curator lists", soft_wrap=True)
+    links = summary.get("links") or {}
+    if links:
+        console.print()
+        console.print(
+            f"The curator workspace: start it with `{prefix}notalone app`, then open (each link "
+            "works once):"
+        )
+        for who, link in links.items():
+            role = "the lead" if who == "lead" else f"curator {who}"
+            console.print(f"  as {role}: {link}", soft_wrap=True)

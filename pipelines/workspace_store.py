@@ -1,0 +1,78 @@
+"""The workspace database store: publishing a scored week into the curator workspace, and
+reading back the contacts curators recorded there (the next week's cooldown).
+
+The database is `$NOTALONE_HOME/workspace.db` (SQLite) unless `NOTALONE_DB_URL` names another
+(PostgreSQL through psycopg 3); `webapp.db` holds its models, migrations and queries.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from configs.schema import Config
+from features.sources import read_table
+from interventions.ranking import curator_lists
+from interventions.texts import Texts
+from pipelines.settings import Workspace
+from webapp.db import open_workspace_db, publish_week, recorded_contacts
+
+CONTACT_COLUMNS = ["student_id", "course_id", "ts"]
+
+
+def engine(workspace: Workspace):
+    """The workspace database, migrated to the current schema."""
+    return open_workspace_db(None, workspace.root)
+
+
+def display_names_of(source: Path) -> pd.DataFrame | None:
+    """(student_id, display_name) from the source's enrollments, when it has that optional
+    column; for curator-facing pages only (never MLflow)."""
+    enrollments = read_table(source, "enrollments")
+    if "display_name" not in enrollments.columns:
+        return None
+    names = enrollments[["student_id", "display_name"]].dropna(subset=["display_name"])
+    return names.astype("str").drop_duplicates("student_id")
+
+
+def publish(
+    ranking: pd.DataFrame,
+    *,
+    as_of: datetime,
+    model_uri: str,
+    config: Config,
+    texts: Texts,
+    source: Path,
+    titles: pd.Series,
+    workspace: Workspace,
+) -> dict:
+    """Publish the week's lists (whole or not at all); re-publishing a week replaces its list
+    and keeps every contact, outcome and verdict recorded against it."""
+    lists = curator_lists(ranking, texts.tiers, texts.actions, config.scoring.risk_decimals)
+    db = engine(workspace)
+    try:
+        week = publish_week(
+            db,
+            as_of=as_of,
+            ranking=ranking,
+            lists=lists,
+            model_uri=model_uri,
+            language=config.scoring.language,
+            display_names=display_names_of(source),
+            course_titles=titles,
+        )
+    finally:
+        db.dispose()
+    return {"week_id": week.week_id, "listed": week.listed}
+
+
+def contacts_between(workspace: Workspace, start: datetime, end: datetime) -> pd.DataFrame:
+    """Contacts recorded in the workspace in [start, end): student_id, course_id, ts."""
+    db = engine(workspace)
+    try:
+        recorded = recorded_contacts(db, since=start, until=end)
+    finally:
+        db.dispose()
+    return recorded[CONTACT_COLUMNS]
