@@ -18,6 +18,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, log_loss,
 from configs.schema import Config
 
 SMALL_GROUPS = "(small groups)"
+MISSING = "(missing)"  # the segment value of rows with no value
 
 
 def _both_classes(y: np.ndarray) -> bool:
@@ -139,23 +140,33 @@ def segment_table(
     y = np.asarray(y, dtype=int)
     out = []
     for name, values in segments.items():
-        labels = values.astype("str").fillna("(missing)").to_numpy(dtype=object)
-        uniq, counts = np.unique(labels, return_counts=True)
-        small = set(uniq[counts < min_size].tolist())
-        if small:
-            labels = np.where(np.isin(labels, list(small)), SMALL_GROUPS, labels)
-        for value in sorted(set(labels.tolist())):
-            m = labels == value
-            if value == SMALL_GROUPS and m.sum() < min_size:
+        # Group by integer codes (one factorize), not by comparing strings once per value.
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        names = np.array([str(u) for u in uniques] + [MISSING], dtype=object)
+        codes = np.where(codes < 0, len(uniques), codes)
+        counts = np.bincount(codes, minlength=len(names))
+        # Distinct values may print alike ("1" and 1): merge them by their printed name.
+        labels, label_of_code = np.unique(names, return_inverse=True)
+        label_counts = np.bincount(label_of_code, weights=counts, minlength=len(labels))
+        small = (label_counts < min_size) & (label_counts > 0)
+        shown = np.where(small, SMALL_GROUPS, labels).astype(object)
+        group = shown[label_of_code][codes]
+        order = np.argsort(group, kind="stable")
+        sorted_groups = group[order]
+        values_sorted, starts = np.unique(sorted_groups, return_index=True)
+        ends = np.append(starts[1:], len(order))
+        for value, lo, hi in zip(values_sorted, starts, ends, strict=True):
+            rows = order[lo:hi]
+            if value == SMALL_GROUPS and len(rows) < min_size:
                 continue  # even pooled, too small to report
             out.append(
                 {
                     "segment": name,
                     "value": value,
-                    "rows": int(m.sum()),
-                    "base_rate": float(y[m].mean()),
-                    "roc_auc": rank_roc_auc(y[m], score[m]),
-                    "flagged_share": float(flagged[m].mean()),
+                    "rows": int(len(rows)),
+                    "base_rate": float(y[rows].mean()),
+                    "roc_auc": rank_roc_auc(y[rows], score[rows]),
+                    "flagged_share": float(flagged[rows].mean()),
                 }
             )
     return pd.DataFrame(
@@ -168,7 +179,8 @@ def segment_values(values: pd.Series, max_values: int, bins: int) -> pd.Series:
     if not pd.api.types.is_numeric_dtype(values.dtype) or values.nunique() <= max_values:
         return values
     binned = pd.qcut(values, q=bins, duplicates="drop")
-    return binned.astype("str").where(values.notna())
+    # Bin labels as text, converted once per bin rather than once per row.
+    return binned.cat.rename_categories([str(c) for c in binned.cat.categories])
 
 
 @dataclass
@@ -205,7 +217,7 @@ def evaluate_scores(
     for key, value in flagged_metrics(y, flagged).items():
         metrics[f"{key}_{tag}"] = value
     curators = test["curator_id"].astype("str").fillna("(none)").to_numpy(dtype=object)
-    week_curator = pd.factorize(pd.Series(weeks.astype(str)) + "|" + curators)[0]
+    week_curator = pd.factorize(pd.MultiIndex.from_arrays([weeks, curators]))[0]
     at_capacity = top_in_groups(score, week_curator, share=None, k=config.scoring.capacity)
     for key, value in flagged_metrics(y, at_capacity).items():
         metrics[f"{key}_capacity"] = value

@@ -7,12 +7,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from configs import load_config
+from pipelines import workspace_store
 from pipelines.cli import app as cli
-from pipelines.commands.workspace_app import (
-    display_names_of,
-    publish_scored_week,
-    workspace_contacts,
-)
+from pipelines.settings import Workspace
+from pipelines.texts import load_texts
 from tests.workspace_data import WEEK, tiny_ranking
 from webapp.app import create_app
 from webapp.db import open_workspace_db, records
@@ -73,20 +71,24 @@ def test_publish_scored_week_labels_names_and_titles(isolated_workspace, tmp_pat
             "display_name": ["Anna Petrova", None],
         }
     ).to_parquet(source / "enrollments.parquet")
-    names = display_names_of(source)
+    names = workspace_store.display_names_of(source)
     assert names.to_dict("records") == [{"student_id": "s1", "display_name": "Anna Petrova"}]
-    published = publish_scored_week(
+    config = load_config()
+    workspace = Workspace.resolve().activate()
+    published = workspace_store.publish(
         tiny_ranking(),
         as_of=WEEK,
         model_uri="models:/m@champion",
-        config=load_config(),
+        config=config,
+        texts=load_texts(config.scoring.language),
         source=source,
-        course_titles=pd.Series({"PY101-2026A": "Python for beginners"}),
+        titles=pd.Series({"PY101-2026A": "Python for beginners"}),
+        workspace=workspace,
     )
-    assert published.listed == 5
+    assert published["listed"] == 5
     engine = open_workspace_db(None, isolated_workspace)
-    first = records.curator_cards(engine, published.week_id, "cur-a")[0].entry
+    first = records.curator_cards(engine, published["week_id"], "cur-a")[0].entry
     assert (first["tier_label"], first["action_label"]) == ("Curator", "Write first")
     assert first["display_name"] == "Anna Petrova"
     assert first["course_title"] == "Python for beginners"
-    assert workspace_contacts(load_config()).empty
+    assert workspace_store.contacts_between(workspace, WEEK - pd.Timedelta(days=30), WEEK).empty

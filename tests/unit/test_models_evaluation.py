@@ -162,3 +162,56 @@ def test_rank_auc_equals_sklearn_with_ties(seed):
     score = rng.integers(0, 20, 300).astype(float)  # many ties
     assert rank_roc_auc(y, score) == pytest.approx(ranking_metrics(y, score)["roc_auc"])
     assert math.isnan(rank_roc_auc(np.zeros(5), np.arange(5.0)))
+
+
+def _segment_table_by_strings(y, score, flagged, segments, min_size):
+    """The straightforward version: compare printed labels value by value."""
+    from models.evaluation import SMALL_GROUPS, rank_roc_auc
+
+    out = []
+    for name, values in segments.items():
+        labels = values.astype("str").fillna("(missing)").to_numpy(dtype=object)
+        uniq, counts = np.unique(labels, return_counts=True)
+        small = set(uniq[counts < min_size].tolist())
+        if small:
+            labels = np.where(np.isin(labels, list(small)), SMALL_GROUPS, labels)
+        for value in sorted(set(labels.tolist())):
+            m = labels == value
+            if value == SMALL_GROUPS and m.sum() < min_size:
+                continue
+            out.append(
+                {
+                    "segment": name,
+                    "value": value,
+                    "rows": int(m.sum()),
+                    "base_rate": float(y[m].mean()),
+                    "roc_auc": rank_roc_auc(y[m], score[m]),
+                    "flagged_share": float(flagged[m].mean()),
+                }
+            )
+    return pd.DataFrame(
+        out, columns=["segment", "value", "rows", "base_rate", "roc_auc", "flagged_share"]
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_segment_table_matches_grouping_by_printed_labels(seed):
+    from models.evaluation import segment_table, segment_values
+
+    rng = np.random.default_rng(seed)
+    n = 600
+    y = rng.integers(0, 2, n)
+    score = rng.random(n)
+    flagged = rng.random(n) < 0.1
+    course = pd.Series(rng.choice(["c1", "c2", "c3", "rare"], n, p=[0.4, 0.3, 0.29, 0.01]))
+    band = pd.Series(rng.choice(["a", "b", None], n), dtype="str")
+    number = pd.Series(rng.normal(size=n)).where(rng.random(n) > 0.1)
+    segments = {
+        "course_id": course,
+        "attr_band": band.astype("category"),
+        "attr_score": segment_values(number, max_values=12, bins=4),
+        "attr_small": pd.Series(rng.integers(0, 3, n)),
+    }
+    expected = _segment_table_by_strings(y, score, flagged, segments, 30)
+    got = segment_table(y, score, flagged, segments, 30)
+    pd.testing.assert_frame_equal(got, expected)

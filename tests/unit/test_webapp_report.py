@@ -7,9 +7,9 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 import pytest
-from pipelines.scoring import load_texts
 
 from interventions.report import ReportContext, build_report
+from pipelines.texts import load_texts
 from webapp.report import build_report_from_template
 
 
