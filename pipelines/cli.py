@@ -93,6 +93,31 @@ def ingest_oulad(
     run_ingest_oulad(path=path, out=out, config=load(config))
 
 
+@ingest_app.command("moodle")
+@user_errors
+def ingest_moodle(
+    dsn: Annotated[str, typer.Option("--dsn", help="PostgreSQL URL of the Moodle database.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder of the source (updated in place).")],
+    prefix: Annotated[
+        str | None, typer.Option("--prefix", help="Moodle table prefix (default: mdl_).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Read a Moodle database into the contract; later runs append only new log rows."""
+    from pipelines.moodle_ingest import ingest_moodle as run
+    from pipelines.moodle_ingest import load_moodle_config, print_summary
+
+    cfg = load_moodle_config(config)
+    summary = run(
+        dsn=dsn,
+        prefix=cfg.moodle.prefix if prefix is None else prefix,
+        out=out,
+        config=cfg,
+        progress=lambda msg: typer.echo(f"  ... {msg}", err=True),
+    )
+    print_summary(summary, typer.echo)
+
+
 @app.command()
 @user_errors
 def validate(source: SourceOpt, config: ConfigOpt = None) -> None:

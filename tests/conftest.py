@@ -111,3 +111,6 @@ def subprocess_env(tmp_path_factory) -> dict[str, str]:
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     env["DO_NOT_TRACK"] = "1"
     return env
+
+
+pytest_plugins = ["tests.postgres_server"]  # the `postgres_server` fixture (a real PostgreSQL)
