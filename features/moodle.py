@@ -440,8 +440,14 @@ def map_submissions(
     return table, {k: v for k, v in dropped.items() if v}
 
 
-def map_moodle(tables: MoodleTables, config: MoodleConfig) -> Mapped:
-    """Courses, enrolments, assignments and submission events from the re-read tables."""
+def map_moodle(
+    tables: MoodleTables,
+    config: MoodleConfig,
+    previous_enrollments: pd.DataFrame | None = None,
+    noticed_at: pd.Timestamp | None = None,
+) -> Mapped:
+    """Courses, enrolments, assignments and submission events from the re-read tables; with an
+    earlier run's enrolments, those gone from Moodle are kept as unenrolled at `noticed_at`."""
     courses, dropped = map_courses(tables["course"])
     if courses.empty:
         raise MoodleMappingError(
@@ -449,6 +455,12 @@ def map_moodle(tables: MoodleTables, config: MoodleConfig) -> Mapped:
             "both startdate and enddate set"
         )
     enrollments, d2 = map_enrollments(tables, courses, config)
+    if previous_enrollments is not None:
+        if noticed_at is None:
+            raise ValueError("noticed_at is required with previous_enrollments")
+        enrollments, carried = carry_over_removed(previous_enrollments, enrollments, noticed_at)
+        if carried:
+            d2["enrolments gone from Moodle since an earlier run: kept, unenrolled"] = carried
     assignments, d3 = map_assignments(tables, courses)
     submissions, d4 = map_submissions(tables, assignments, enrollments)
     return Mapped(courses, enrollments, assignments, submissions, {**dropped, **d2, **d3, **d4})

@@ -26,7 +26,6 @@ from features.moodle import (
     COLUMNS,
     LOG_TABLE,
     MoodleTables,
-    carry_over_removed,
     check_event_map,
     enrolment_keys,
     map_log_batch,
@@ -115,14 +114,14 @@ def ingest_moodle(
         for name in COLUMNS:
             frames[name] = read_table(conn, prefix, name)
         say("re-read " + ", ".join(f"{n} {len(f):,}" for n, f in frames.items()))
-        mapped = map_moodle(MoodleTables(frames), cfg)
-        noticed_at = pd.Timestamp(now_s, unit="s", tz="UTC").as_unit("us")
-        enrollments, carried = carry_over_removed(
-            read_previous_enrollments(out) if state else None, mapped.enrollments, noticed_at
+        mapped = map_moodle(
+            MoodleTables(frames),
+            cfg,
+            previous_enrollments=read_previous_enrollments(out) if state else None,
+            noticed_at=pd.Timestamp(now_s, unit="s", tz="UTC").as_unit("us"),
         )
+        enrollments = mapped.enrollments
         dropped = dict(mapped.dropped)
-        if carried:
-            dropped["enrolments gone from Moodle since an earlier run: kept, unenrolled"] = carried
         keys = enrolment_keys(enrollments)
 
         with atomic_dir(out) as tmp:

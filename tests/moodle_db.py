@@ -596,3 +596,11 @@ def school_log(
     full = pd.concat([log, logins, *staff_rows]).sort_values("timecreated", kind="stable")
     full.insert(0, "id", np.arange(1, len(full) + 1))
     return full.reset_index(drop=True)
+
+
+# A login role that must give its password (tests/postgres_server.py: PASSWORD_GROUP members),
+# with read access to the Moodle tables: the ingest needs nothing more.
+PASSWORD_ROLE_SQL = (
+    "CREATE ROLE {user} LOGIN PASSWORD '{password}' IN ROLE password_login; "
+    "GRANT pg_read_all_data TO {user}"
+)
