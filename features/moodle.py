@@ -105,13 +105,17 @@ ADDED_IN: dict[tuple[str, str], str] = {
     (LOG_TABLE, "id"): "2.7 (the standard log store)",
 }
 
+# What one streamed batch of log rows holds (pipelines/moodle_store.py selects it): the ids the
+# mapping needs, with the course-module id already chosen for rows in an activity's context.
+LOG_BATCH_COLUMNS = ("eventname", "userid", "courseid", "cmid", "timecreated")
+
 EVENTS_SCHEMA = pa.schema(
     [
-        ("student_id", pa.string()),
-        ("course_id", pa.string()),
+        ("student_id", pa.dictionary(pa.int32(), pa.string())),
+        ("course_id", pa.dictionary(pa.int32(), pa.string())),
         ("ts", pa.timestamp("us", tz="UTC")),
         ("event_type", pa.dictionary(pa.int8(), pa.string())),
-        ("item_id", pa.string()),
+        ("item_id", pa.dictionary(pa.int32(), pa.string())),
         ("value", pa.float64()),
     ]
 )
@@ -434,10 +438,9 @@ def map_submissions(
             ),
             "item_id": pa.array(_ids(sub["cmid"]).to_numpy(dtype=object), pa.string()),
             "value": pa.array(value.to_numpy(dtype="float64"), pa.float64(), from_pandas=True),
-        },
-        schema=EVENTS_SCHEMA,
+        }
     )
-    return table, {k: v for k, v in dropped.items() if v}
+    return table.cast(EVENTS_SCHEMA), {k: v for k, v in dropped.items() if v}
 
 
 def map_moodle(
@@ -487,6 +490,15 @@ def _pack_arrow(userid: pa.Array, courseid: pa.Array) -> pa.Array:
     return pc.bit_wise_or(pc.shift_left(userid, KEY_BITS), courseid)
 
 
+def _dictionary_strings(values: pa.Array) -> pa.Array:
+    """Integer ids as a dictionary of their decimal strings (a hash of ints, then a small cast:
+    much cheaper than casting every row, and the Parquet file stores each id once per page)."""
+    encoded = pc.dictionary_encode(values)
+    return pa.DictionaryArray.from_arrays(
+        pc.cast(encoded.indices, pa.int32()), pc.cast(encoded.dictionary, pa.string())
+    )
+
+
 def map_log_batch(
     batch: pa.RecordBatch | pa.Table,
     student_keys: pa.Array,
@@ -495,31 +507,32 @@ def map_log_batch(
 ) -> tuple[pa.Table, dict[str, int]]:
     """Rows of `logstore_standard_log` -> events of student enrolments.
 
-    `eventname` maps through `event_map` (unknown names: `default_type`, `skip`: dropped); rows
-    without a course or of users who are not students of that course are dropped and counted.
-    item_id is the course-module id for events in an activity's context, else null."""
+    `batch` holds `LOG_BATCH_COLUMNS`: eventname, userid, courseid, timecreated and cmid (the
+    course-module id when the row's context is an activity, else null). `eventname` maps through
+    `event_map` (unknown names: `default_type`; `skip`: dropped); rows without a course or of
+    users who are not students of that course are dropped and counted."""
     table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-    missing = [c for c in LOG_COLUMNS if c not in table.column_names]
+    missing = [c for c in LOG_BATCH_COLUMNS if c not in table.column_names]
     if missing:
         raise MoodleMappingError(f"{LOG_TABLE} rows lack column(s) {', '.join(missing)}")
-    n = table.num_rows
-    names = pc.dictionary_encode(table["eventname"]).combine_chunks()
+    table = table.combine_chunks()
+    names = pc.dictionary_encode(
+        table["eventname"].chunk(0) if table.num_rows else pa.array([], pa.string())
+    )
     vocab = names.dictionary.to_pylist()
+    kinds = [event_map.get(name, default_type) for name in vocab]
+    unknown = sorted({k for k in kinds if k not in (*EVENT_TYPES, SKIP_EVENT)})
+    if unknown:
+        raise MoodleMappingError(f"moodle.default_event_type {unknown[0]!r} is not an event type")
     codes_for_name = np.array(
-        [
-            EVENT_TYPES.index(event_map.get(name, default_type))
-            if event_map.get(name, default_type) != SKIP_EVENT
-            else -1
-            for name in vocab
-        ],
-        dtype="int8",
+        [EVENT_TYPES.index(k) if k != SKIP_EVENT else -1 for k in kinds], dtype="int8"
     )
-    codes = (
-        codes_for_name[names.indices.to_numpy(zero_copy_only=False)] if n else codes_for_name[:0]
+    codes = codes_for_name[names.indices.to_numpy(zero_copy_only=False)]
+    userid = table["userid"].chunk(0) if table.num_rows else pa.array([], pa.int64())
+    courseid = pc.fill_null(
+        table["courseid"].chunk(0) if table.num_rows else pa.array([], pa.int64()), 0
     )
-    userid = pc.cast(table["userid"], pa.int64())
-    courseid = pc.fill_null(pc.cast(table["courseid"], pa.int64()), 0)
-    keys = _pack_arrow(userid.combine_chunks(), courseid.combine_chunks())
+    keys = _pack_arrow(userid, courseid)
     is_student = pc.is_in(keys, value_set=student_keys).to_numpy(zero_copy_only=False)
     skipped = codes < 0
     keep = is_student & ~skipped
@@ -531,28 +544,27 @@ def map_log_batch(
             (~is_student).sum()
         ),
     }
-    mask = pa.array(keep)
-    kept = table.filter(mask)
-    level = kept["contextlevel"]
-    item = pc.if_else(
-        pc.equal(level, CONTEXT_MODULE),
-        pc.cast(kept["contextinstanceid"], pa.string()),
-        pa.scalar(None, pa.string()),
-    )
-    type_codes = codes[keep]
+    # Only the numeric columns are filtered: the event names are already codes.
+    kept = table.select(["userid", "courseid", "cmid", "timecreated"])
+    if not keep.all():
+        kept = kept.filter(pa.array(keep))
+    n = kept.num_rows
+
+    def column(name: str, kind: pa.DataType) -> pa.Array:
+        return kept[name].chunk(0) if n else pa.array([], kind)
+
     events = pa.table(
         {
-            "student_id": pc.cast(kept["userid"], pa.string()),
-            "course_id": pc.cast(kept["courseid"], pa.string()),
-            "ts": pc.cast(
-                pc.multiply(pc.cast(kept["timecreated"], pa.int64()), 1_000_000),
-                pa.timestamp("us", tz="UTC"),
+            "student_id": _dictionary_strings(column("userid", pa.int64())),
+            "course_id": _dictionary_strings(column("courseid", pa.int64())),
+            "ts": pc.multiply(column("timecreated", pa.int64()), 1_000_000).cast(
+                pa.timestamp("us", tz="UTC")
             ),
             "event_type": pa.DictionaryArray.from_arrays(
-                pa.array(type_codes, pa.int8()), pa.array(list(EVENT_TYPES))
+                pa.array(codes[keep], pa.int8()), pa.array(list(EVENT_TYPES))
             ),
-            "item_id": item,
-            "value": pa.nulls(len(type_codes), pa.float64()),
+            "item_id": _dictionary_strings(column("cmid", pa.int64())),
+            "value": pa.nulls(n, pa.float64()),
         },
         schema=EVENTS_SCHEMA,
     )

@@ -39,6 +39,7 @@ from pipelines.moodle_store import (
     MoodleStoreError,
     check_schema,
     connect,
+    first_log_id,
     link_previous_parts,
     log_batches,
     log_bounds,
@@ -146,12 +147,6 @@ def ingest_moodle(
                         if batch.num_rows == 0:
                             continue
                         read += batch.num_rows
-                        ids = batch.column("id")
-                        lo, hi = pc.min_max(ids).values()
-                        first_seen = (
-                            lo.as_py() if first_seen is None else min(first_seen, lo.as_py())
-                        )
-                        last_seen = hi.as_py() if last_seen is None else max(last_seen, hi.as_py())
                         events, why = map_log_batch(
                             batch, keys, cfg.event_map, cfg.default_event_type
                         )
@@ -168,6 +163,8 @@ def ingest_moodle(
                         writer.write_table(events)
                 if writer is not None:
                     writer.close()
+                    first_seen = first_log_id(conn, prefix, after_id, top_id)
+                    last_seen = top_id
                     part_name = _log_part_name(first_seen, last_seen)
                     tmp_part.rename(events_dir / part_name)
             say(f"log rows read: {read:,}, events written: {written:,}")

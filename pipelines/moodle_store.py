@@ -19,7 +19,16 @@ import pandas as pd
 import pyarrow as pa
 
 from features.errors import NotaloneError
-from features.moodle import ADDED_IN, COLUMNS, INT, LOG_COLUMNS, LOG_TABLE, NUMBER, TEXT
+from features.moodle import (
+    ADDED_IN,
+    COLUMNS,
+    CONTEXT_MODULE,
+    INT,
+    LOG_COLUMNS,
+    LOG_TABLE,
+    NUMBER,
+    TEXT,
+)
 
 STATE_FILE = "moodle_state.json"
 STATE_FORMAT = 1
@@ -206,16 +215,33 @@ def log_bounds(conn, prefix: str) -> tuple[int, int, float]:
     return int(any_row), int(top or 0), float(now)
 
 
+def log_select(prefix: str, after_id: int, upto_id: int) -> str:
+    """The log rows with after_id < id <= upto_id, as `LOG_BATCH_COLUMNS`: only what the mapping
+    needs (the server's work per row grows with the columns it sends)."""
+    return (
+        'SELECT "eventname"::text AS eventname, "userid"::bigint AS userid, '
+        '"courseid"::bigint AS courseid, CASE WHEN "contextlevel" = '
+        f'{CONTEXT_MODULE} THEN "contextinstanceid"::bigint END AS cmid, '
+        f'"timecreated"::bigint AS timecreated FROM "{prefix}{LOG_TABLE}" '
+        f"WHERE id > {int(after_id)} AND id <= {int(upto_id)}"
+    )
+
+
+def first_log_id(conn, prefix: str, after_id: int, upto_id: int) -> int | None:
+    rows = _fetch(
+        conn,
+        f'SELECT min(id) FROM "{prefix}{LOG_TABLE}" WHERE id > {int(after_id)} '
+        f"AND id <= {int(upto_id)}",
+    )
+    return None if rows[0][0] is None else int(rows[0][0])
+
+
 @contextmanager
 def log_batches(conn, prefix: str, after_id: int, upto_id: int) -> Iterator[pa.RecordBatchReader]:
     """Stream the log rows with after_id < id <= upto_id as Arrow record batches."""
-    sql = (
-        _select(prefix, LOG_TABLE, LOG_COLUMNS)
-        + f" WHERE id > {int(after_id)} AND id <= {int(upto_id)}"
-    )
     cur = conn.cursor()
     try:
-        cur.execute(sql)
+        cur.execute(log_select(prefix, after_id, upto_id))
         yield cur.fetch_record_batch()
     finally:
         cur.close()

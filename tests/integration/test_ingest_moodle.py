@@ -141,7 +141,7 @@ def test_round_trip_submissions_scores_and_event_counts(round_trip, school):
     got = pd.DataFrame(
         {
             "student_id": subs["student_id"].astype(int).map(users).to_numpy(),
-            "item_id": subs["item_id"].to_numpy(),
+            "item_id": subs["item_id"].astype(str).to_numpy(),
             "ts": subs["ts"].to_numpy(),
             "value": subs["value"].round(6).to_numpy(),
         }
@@ -164,12 +164,9 @@ def test_round_trip_submissions_scores_and_event_counts(round_trip, school):
     # lesson views keep their lesson: item_id is the page's course-module id
     views = events[events["event_type"] == "lesson_view"]
     want_views = school_events[school_events["event_type"] == "lesson_view"]
-    assert (
-        views["item_id"]
-        .value_counts()
-        .sort_index()
-        .equals(want_views["item_id"].map(db.cm_ids).astype(str).value_counts().sort_index())
-    )
+    got_views = views["item_id"].astype(str).value_counts().to_dict()
+    want_views = want_views["item_id"].map(db.cm_ids).astype(str).value_counts().to_dict()
+    assert got_views == want_views
     assert (out / "events" / SUBMISSIONS_PART).is_file()
     assert "log rows without a student enrolment" in output  # site logins and staff, dropped
     validate = CliRunner().invoke(app, ["validate", "--source", str(out)])
