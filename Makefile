@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 RUN := $(UV) run --frozen
 
-.PHONY: install demo test lint format bench-features bench-train bench-score bench serve ui clean
+.PHONY: install demo test lint format bench-features bench-train bench-score bench-moodle bench serve ui clean
 
 install: .venv/.installed
 
@@ -40,6 +40,9 @@ bench-train: install
 
 bench-score: install
 	$(RUN) python benchmarks/bench_score.py
+
+bench-moodle: install
+	$(RUN) python benchmarks/bench_moodle.py
 
 bench: bench-features bench-train bench-score
 

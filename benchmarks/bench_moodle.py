@@ -76,13 +76,16 @@ def fill_log(dsn: str, rows: int, first_id: int) -> None:
 
 
 def one_scan(dsn: str) -> tuple[float, int]:
-    from features.moodle import LOG_COLUMNS, LOG_TABLE
-    from pipelines.moodle_store import _select, connect
+    from features.moodle import event_codes
+    from pipelines.moodle_ingest import load_moodle_config
+    from pipelines.moodle_store import connect, log_select
 
+    cfg = load_moodle_config().moodle
+    codes, default_code = event_codes(cfg.event_map, cfg.default_event_type)
     conn = connect(dsn)
     started = time.perf_counter()
     cur = conn.cursor()
-    cur.execute(_select("mdl_", LOG_TABLE, LOG_COLUMNS))
+    cur.execute(log_select("mdl_", 0, 2**62, codes, default_code))
     n = sum(b.num_rows for b in cur.fetch_record_batch())
     seconds = time.perf_counter() - started
     cur.close()
@@ -127,7 +130,7 @@ def main() -> None:
         first = ingest_moodle(dsn=dsn, prefix="mdl_", out=out, config=config)
         print(
             f"(b) ingest: {first['log_rows_read']:,} rows, {first['events_written']:,} events "
-            f"in {first['seconds']:.2f} s"
+            f"in {first['seconds']:.2f} s (log {first['log_seconds']:.2f} s)"
         )
         extra = int(args.rows * INCREMENT_SHARE)
         fill_log(dsn, extra, total + 1)

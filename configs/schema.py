@@ -599,6 +599,7 @@ class MoodleConfig(Section):
     missing_curator_id: str = "unassigned"  # curator_id of students whose course has no curator
     default_event_type: str = "activity"  # event names not in the map
     event_map: dict[str, str] = Field(default_factory=dict)
+    prefetch_batches: int = Field(4, ge=0)  # log batches read ahead by a thread (0: none)
 
 
 class Config(Section):

@@ -106,8 +106,12 @@ ADDED_IN: dict[tuple[str, str], str] = {
 }
 
 # What one streamed batch of log rows holds (pipelines/moodle_store.py selects it): the ids the
-# mapping needs, with the course-module id already chosen for rows in an activity's context.
-LOG_BATCH_COLUMNS = ("eventname", "userid", "courseid", "cmid", "timecreated")
+# mapping needs, with the course-module id already chosen for rows in an activity's context, and
+# the event either by name (`eventname`) or already coded by the server (`event_code`, from
+# `event_codes`: sending a small integer instead of the name makes reading ~1.35x faster).
+LOG_BATCH_COLUMNS = ("userid", "courseid", "cmid", "timecreated")
+EVENT_NAME, EVENT_CODE = "eventname", "event_code"
+SKIP_CODE = -1
 
 EVENTS_SCHEMA = pa.schema(
     [
@@ -490,6 +494,23 @@ def _pack_arrow(userid: pa.Array, courseid: pa.Array) -> pa.Array:
     return pc.bit_wise_or(pc.shift_left(userid, KEY_BITS), courseid)
 
 
+def event_code(kind: str) -> int:
+    """The code of an event type (its index in EVENT_TYPES), SKIP_CODE for `skip`."""
+    if kind == SKIP_EVENT:
+        return SKIP_CODE
+    if kind not in EVENT_TYPES:
+        raise MoodleMappingError(
+            f"{kind!r} is not an event type (allowed: {', '.join(EVENT_TYPES)} or {SKIP_EVENT})"
+        )
+    return EVENT_TYPES.index(kind)
+
+
+def event_codes(event_map: dict[str, str], default_type: str) -> tuple[dict[str, int], int]:
+    """The event map compiled to codes: {eventname: code} and the code of every other name."""
+    check_event_map(event_map)
+    return {name: event_code(kind) for name, kind in event_map.items()}, event_code(default_type)
+
+
 def _dictionary_strings(values: pa.Array) -> pa.Array:
     """Integer ids as a dictionary of their decimal strings (a hash of ints, then a small cast:
     much cheaper than casting every row, and the Parquet file stores each id once per page)."""
@@ -507,34 +528,41 @@ def map_log_batch(
 ) -> tuple[pa.Table, dict[str, int]]:
     """Rows of `logstore_standard_log` -> events of student enrolments.
 
-    `batch` holds `LOG_BATCH_COLUMNS`: eventname, userid, courseid, timecreated and cmid (the
-    course-module id when the row's context is an activity, else null). `eventname` maps through
-    `event_map` (unknown names: `default_type`; `skip`: dropped); rows without a course or of
-    users who are not students of that course are dropped and counted."""
+    `batch` holds `LOG_BATCH_COLUMNS` (userid, courseid, timecreated and cmid: the course-module
+    id when the row's context is an activity, else null) and `eventname` or `event_code`. Names
+    map through `event_map` (unknown names: `default_type`; `skip`: dropped; codes were mapped
+    the same way by the server); rows without a course or of users who are not students of that
+    course are dropped and counted."""
     table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-    missing = [c for c in LOG_BATCH_COLUMNS if c not in table.column_names]
+    by = EVENT_CODE if EVENT_CODE in table.column_names else EVENT_NAME
+    missing = [c for c in (by, *LOG_BATCH_COLUMNS) if c not in table.column_names]
     if missing:
         raise MoodleMappingError(f"{LOG_TABLE} rows lack column(s) {', '.join(missing)}")
     table = table.combine_chunks()
-    names = pc.dictionary_encode(
-        table["eventname"].chunk(0) if table.num_rows else pa.array([], pa.string())
-    )
-    vocab = names.dictionary.to_pylist()
-    kinds = [event_map.get(name, default_type) for name in vocab]
-    unknown = sorted({k for k in kinds if k not in (*EVENT_TYPES, SKIP_EVENT)})
-    if unknown:
-        raise MoodleMappingError(f"moodle.default_event_type {unknown[0]!r} is not an event type")
-    codes_for_name = np.array(
-        [EVENT_TYPES.index(k) if k != SKIP_EVENT else -1 for k in kinds], dtype="int8"
-    )
-    codes = codes_for_name[names.indices.to_numpy(zero_copy_only=False)]
+    n_rows = table.num_rows
+    if by == EVENT_CODE:
+        codes = table[EVENT_CODE].chunk(0).to_numpy(zero_copy_only=False) if n_rows else []
+        codes = np.asarray(codes, dtype="int8")
+        bad = (codes != SKIP_CODE) & ((codes < 0) | (codes >= len(EVENT_TYPES)))
+        if bad.any():
+            raise MoodleMappingError(f"event_code {int(codes[bad][0])} is not an event type code")
+    else:
+        names = pc.dictionary_encode(
+            table[EVENT_NAME].chunk(0) if n_rows else pa.array([], pa.string())
+        )
+        compiled, default_code = event_codes(event_map, default_type)
+        codes_for_name = np.array(
+            [compiled.get(name, default_code) for name in names.dictionary.to_pylist()],
+            dtype="int8",
+        )
+        codes = codes_for_name[names.indices.to_numpy(zero_copy_only=False)]
     userid = table["userid"].chunk(0) if table.num_rows else pa.array([], pa.int64())
     courseid = pc.fill_null(
         table["courseid"].chunk(0) if table.num_rows else pa.array([], pa.int64()), 0
     )
     keys = _pack_arrow(userid, courseid)
     is_student = pc.is_in(keys, value_set=student_keys).to_numpy(zero_copy_only=False)
-    skipped = codes < 0
+    skipped = codes == SKIP_CODE
     keep = is_student & ~skipped
     dropped = {
         f"log rows mapped to {SKIP_EVENT} (read from their own tables)": int(

@@ -26,8 +26,8 @@ from features.moodle import (
     COLUMNS,
     LOG_TABLE,
     MoodleTables,
-    check_event_map,
     enrolment_keys,
+    event_codes,
     map_log_batch,
     map_moodle,
 )
@@ -43,6 +43,7 @@ from pipelines.moodle_store import (
     link_previous_parts,
     log_batches,
     log_bounds,
+    prefetched,
     read_previous_enrollments,
     read_state,
     read_table,
@@ -81,7 +82,7 @@ def ingest_moodle(
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     cfg = config.moodle
-    check_event_map(cfg.event_map)
+    codes, default_code = event_codes(cfg.event_map, cfg.default_event_type)
     if not re.fullmatch(r"[a-z0-9_]*", prefix):
         raise MoodleStoreError(f"--prefix must be lower-case letters, digits and _, got {prefix!r}")
     out = Path(out)
@@ -136,14 +137,18 @@ def ingest_moodle(
             )
             say(f"reading {prefix}{LOG_TABLE} ids {after_id + 1:,}..{top_id:,}")
             read = written = 0
+            log_started = time.perf_counter()
             by_type = {t: 0 for t in EVENT_TYPES}
             first_seen = last_seen = None
             part_name = None
             if top_id > after_id:
                 tmp_part = events_dir / ".log-part.tmp"
                 writer = None
-                with log_batches(conn, prefix, after_id, top_id) as reader:
-                    for batch in reader:
+                with log_batches(conn, prefix, after_id, top_id, codes, default_code) as reader:
+                    batches = (
+                        prefetched(reader, cfg.prefetch_batches) if cfg.prefetch_batches else reader
+                    )
+                    for batch in batches:
                         if batch.num_rows == 0:
                             continue
                         read += batch.num_rows
@@ -167,7 +172,8 @@ def ingest_moodle(
                     last_seen = top_id
                     part_name = _log_part_name(first_seen, last_seen)
                     tmp_part.rename(events_dir / part_name)
-            say(f"log rows read: {read:,}, events written: {written:,}")
+            log_seconds = time.perf_counter() - log_started
+            say(f"log rows read: {read:,}, events written: {written:,} in {log_seconds:.1f} s")
             for name, frame in (
                 ("courses", mapped.courses),
                 ("enrollments", enrollments),
@@ -218,6 +224,7 @@ def ingest_moodle(
         "new_part": part_name,
         "dropped": dropped,
         "exported_at": exported_at,
+        "log_seconds": log_seconds,
         "seconds": time.perf_counter() - started,
     }
 

@@ -23,6 +23,7 @@ from features.moodle import (
     ADDED_IN,
     COLUMNS,
     CONTEXT_MODULE,
+    EVENT_CODE,
     INT,
     LOG_COLUMNS,
     LOG_TABLE,
@@ -215,15 +216,28 @@ def log_bounds(conn, prefix: str) -> tuple[int, int, float]:
     return int(any_row), int(top or 0), float(now)
 
 
-def log_select(prefix: str, after_id: int, upto_id: int) -> str:
-    """The log rows with after_id < id <= upto_id, as `LOG_BATCH_COLUMNS`: only what the mapping
-    needs (the server's work per row grows with the columns it sends)."""
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def log_select(
+    prefix: str, after_id: int, upto_id: int, codes: dict[str, int], default_code: int
+) -> str:
+    """The log rows with after_id < id <= upto_id as `LOG_BATCH_COLUMNS` plus `event_code`:
+    only what the mapping needs, the event map applied by the server (a hash join on the
+    mapped names; every other name gets `default_code`), so no event name crosses the wire."""
+    code = f"{int(default_code)}::smallint"
+    join = ""
+    if codes:
+        values = ", ".join(f"({_literal(n)}::text, {int(c)}::smallint)" for n, c in codes.items())
+        join = f" LEFT JOIN (VALUES {values}) AS m(name, code) ON m.name = l.eventname"
+        code = f"coalesce(m.code, {code})"
     return (
-        'SELECT "eventname"::text AS eventname, "userid"::bigint AS userid, '
-        '"courseid"::bigint AS courseid, CASE WHEN "contextlevel" = '
-        f'{CONTEXT_MODULE} THEN "contextinstanceid"::bigint END AS cmid, '
-        f'"timecreated"::bigint AS timecreated FROM "{prefix}{LOG_TABLE}" '
-        f"WHERE id > {int(after_id)} AND id <= {int(upto_id)}"
+        f"SELECT {code} AS {EVENT_CODE}, l.userid::bigint AS userid, "
+        f"l.courseid::bigint AS courseid, CASE WHEN l.contextlevel = {CONTEXT_MODULE} "
+        "THEN l.contextinstanceid::bigint END AS cmid, l.timecreated::bigint AS timecreated "
+        f'FROM "{prefix}{LOG_TABLE}" AS l{join} '
+        f"WHERE l.id > {int(after_id)} AND l.id <= {int(upto_id)}"
     )
 
 
@@ -237,14 +251,55 @@ def first_log_id(conn, prefix: str, after_id: int, upto_id: int) -> int | None:
 
 
 @contextmanager
-def log_batches(conn, prefix: str, after_id: int, upto_id: int) -> Iterator[pa.RecordBatchReader]:
+def log_batches(
+    conn, prefix: str, after_id: int, upto_id: int, codes: dict[str, int], default_code: int
+) -> Iterator[pa.RecordBatchReader]:
     """Stream the log rows with after_id < id <= upto_id as Arrow record batches."""
     cur = conn.cursor()
     try:
-        cur.execute(log_select(prefix, after_id, upto_id))
+        cur.execute(log_select(prefix, after_id, upto_id, codes, default_code))
         yield cur.fetch_record_batch()
     finally:
         cur.close()
+
+
+def prefetched(reader: pa.RecordBatchReader, depth: int = 4) -> Iterator[pa.RecordBatch]:
+    """Iterate `reader` with the next batches fetched by a background thread: the server and
+    the driver fill the queue while the caller maps and writes (the driver releases the GIL)."""
+    import queue
+    import threading
+
+    done = object()
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for batch in reader:
+                if stop.is_set():
+                    return
+                slots.put(batch)
+            slots.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put(exc)
+
+    worker = threading.Thread(target=pump, name="moodle-log-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)
 
 
 # --- the output source: incremental state and previous parts ------------------------------------
