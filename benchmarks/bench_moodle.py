@@ -16,6 +16,7 @@ Writes a "## Moodle ingest" section into docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -75,6 +76,22 @@ def fill_log(dsn: str, rows: int, first_id: int) -> None:
         con.execute("VACUUM ANALYZE mdl_logstore_standard_log")
 
 
+def server_cpu(data: Path) -> float:
+    """CPU seconds used so far by the server's exited backends (reaped by the postmaster) and its
+    live processes: a connection's backend is counted once the connection is closed."""
+    import psutil
+
+    postmaster = psutil.Process(int((data / "postmaster.pid").read_text().split()[0]))
+    own = postmaster.cpu_times()
+    live = sum(sum(c.cpu_times()[:2]) for c in postmaster.children())
+    return own.user + own.system + own.children_user + own.children_system + live
+
+
+def client_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def one_scan(dsn: str) -> tuple[float, int]:
     from features.moodle import event_codes
     from pipelines.moodle_ingest import load_moodle_config
@@ -123,11 +140,15 @@ def main() -> None:
         print(f"filled {args.rows:,} log rows in {time.perf_counter() - started:.1f} s")
         total = db.log_written_upto + args.rows
 
+        cpu0 = (client_cpu(), server_cpu(data))
         scan_s, scanned = one_scan(dsn)
+        cpu1 = (client_cpu(), server_cpu(data))
         print(f"(a) one scan: {scanned:,} rows in {scan_s:.2f} s")
         config = load_moodle_config()
         out = work / "source"
         first = ingest_moodle(dsn=dsn, prefix="mdl_", out=out, config=config)
+        cpu2 = (client_cpu(), server_cpu(data))
+        load_after = os.getloadavg()[0]
         print(
             f"(b) ingest: {first['log_rows_read']:,} rows, {first['events_written']:,} events "
             f"in {first['seconds']:.2f} s (log {first['log_seconds']:.2f} s)"
@@ -146,6 +167,12 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 
+    scan_cpu = (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
+    ingest_cpu = (cpu2[0] - cpu1[0], cpu2[1] - cpu1[1])
+    per_cpu_s = first["log_rows_read"] / sum(ingest_cpu)
+    print(
+        f"CPU (client, server): scan {scan_cpu}, ingest {ingest_cpu}; {per_cpu_s:,.0f} rows/CPU-s"
+    )
     rate = first["log_rows_read"] / first["seconds"]
     scan_rate = scanned / scan_s
     inc_rate = second["log_rows_read"] / second["seconds"]
@@ -175,8 +202,16 @@ def main() -> None:
         f"{fmt_seconds(first['seconds'])} | {rate:,.0f} | {first['seconds'] / scan_s:.2f}x | "
         f"{first['events_written']:,} | {fmt_bytes(size)} | {second['log_rows_read']:,} | "
         f"{fmt_seconds(second['seconds'])} ({inc_rate:,.0f} rows/s) | {fmt_bytes(peak)} |\n\n"
+        "CPU seconds (benchmark process with its threads / database server), and rows per CPU "
+        "second of both together: "
+        f"(a) {scan_cpu[0]:.1f} s / {scan_cpu[1]:.1f} s; (b) {ingest_cpu[0]:.1f} s / "
+        f"{ingest_cpu[1]:.1f} s, {per_cpu_s:,.0f} rows per CPU second. Load was "
+        f"{info['load_1m']:.1f} at the start and {load_after:.1f} after (b): other work had most "
+        "of the 2 cores, so wall-clock rows/s here are below what the CPU cost allows; with both "
+        f"cores free, client and server overlapping, the CPU cost bounds (b) near "
+        f"{2 * per_cpu_s:,.0f} rows/s (an estimate from the CPU seconds, not a measurement).\n\n"
         f"Target: at least {TARGET_ROWS_PER_S:,} log rows per second into Parquet on 2 cores - "
-        f"{met} ({rate:,.0f}).\n"
+        f"{met} as measured ({rate:,.0f} rows/s wall clock).\n"
     )
     write_doc_section(DOC, SECTION, text, info)
     print(f"wrote the {SECTION!r} section of {DOC}")

@@ -42,7 +42,8 @@ SCHEMA: dict[str, str] = {
         timemodified bigint not null default 0, requested smallint not null default 0,
         enablecompletion smallint not null default 0, completionnotify smallint not null default 0,
         cacherev bigint not null default 0, originalcourseid bigint,
-        showactivitydates smallint not null default 0, showcompletionconditions smallint""",
+        showactivitydates smallint not null default 0, showcompletionconditions smallint,
+        pdfexportfont varchar(50)""",
     "user": """
         id bigserial primary key, auth varchar(20) not null default 'manual',
         confirmed smallint not null default 0, policyagreed smallint not null default 0,
@@ -83,8 +84,8 @@ SCHEMA: dict[str, str] = {
         timecreated bigint not null default 0, timemodified bigint not null default 0""",
     "user_enrolments": """
         id bigserial primary key, status bigint not null default 0, enrolid bigint not null,
-        userid bigint not null, timestart bigint default 0,
-        timeend bigint default 2147483647, modifierid bigint default 0,
+        userid bigint not null, timestart bigint not null default 0,
+        timeend bigint not null default 2147483647, modifierid bigint not null default 0,
         timecreated bigint not null default 0, timemodified bigint not null default 0""",
     "role": """
         id bigserial primary key, name varchar(255) not null default '',
