@@ -298,11 +298,10 @@ def map_enrollments(
                 "datetime64[us, UTC]"
             ),
             "curator_id": curators.fillna(config.missing_curator_id).astype(str),
-            "mentor_id": mentors.astype(object).where(mentors.notna(), None),
+            "mentor_id": mentors.astype("str").where(mentors.notna()),
             "display_name": per["userid"].map(display),
         }
     )
-    out["mentor_id"] = out["mentor_id"].astype("str").where(out["mentor_id"].notna())
     out = out.sort_values(["course_id", "student_id"], kind="stable").reset_index(drop=True)
     return out, {k: v for k, v in dropped.items() if v}
 
