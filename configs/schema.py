@@ -623,6 +623,23 @@ class WorkspaceAppConfig(Section):
         return self
 
 
+class MoodleConfig(Section):
+    """Moodle ingest (`notalone ingest moodle`, docs/moodle.md): table prefix, roles, event map.
+
+    The event map lives in `configs/moodle.yaml` (loaded by the command under the user's
+    --config); the bare model's map is empty, and every event name then counts as `activity`.
+    """
+
+    prefix: str = Field("mdl_", pattern=r"^[a-z0-9_]*$")
+    student_roles: tuple[str, ...] = ("student",)
+    curator_role: str = "teacher"  # Moodle's non-editing teacher; "editingteacher" also works
+    mentor_role: str | None = "mentor"  # a role the school creates; absent: no mentor_id
+    missing_curator_id: str = "unassigned"  # curator_id of students whose course has no curator
+    default_event_type: str = "activity"  # event names not in the map
+    event_map: dict[str, str] = Field(default_factory=dict)
+    prefetch_batches: int = Field(4, ge=0)  # log batches read ahead by a thread (0: none)
+
+
 class Config(Section):
     generator: GeneratorConfig = GeneratorConfig()
     oulad: OuladConfig = OuladConfig()
@@ -638,6 +655,7 @@ class Config(Section):
     schedule: ScheduleConfig = ScheduleConfig()
     demo: DemoConfig = DemoConfig()
     workspace_app: WorkspaceAppConfig = WorkspaceAppConfig()
+    moodle: MoodleConfig = MoodleConfig()
 
 
 class ConfigError(ValueError):
