@@ -243,6 +243,16 @@ def all_contacts(source: str | Path) -> pd.DataFrame | None:
     )
 
 
+def display_names_of(source: Path) -> pd.DataFrame | None:
+    """(student_id, display_name) from the source's enrollments, when it has that optional
+    column; for curator-facing pages only (never MLflow)."""
+    enrollments = read_table(source, "enrollments")
+    if "display_name" not in enrollments.columns:
+        return None
+    names = enrollments[["student_id", "display_name"]].dropna(subset=["display_name"])
+    return names.astype("str").drop_duplicates("student_id")
+
+
 def course_titles(source: str | Path) -> pd.Series:
     """course_id -> title (the id itself when the source has no title)."""
     courses = read_table(source, "courses")

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from configs.schema import Config
-from features.sources import course_titles, recent_contacts
+from features.sources import course_titles, display_names_of, recent_contacts
+from interventions.messages import with_first_names
 from interventions.ranking import curator_lists
 from interventions.report import ReportContext
 from interventions.routing import check_rule_features
@@ -194,10 +195,16 @@ def report_step(
 
 
 def write_step(
-    out_dir: Path, ranking: pd.DataFrame, report_html: str, summary: dict, config: Config
+    out_dir: Path,
+    ranking: pd.DataFrame,
+    report_html: str,
+    summary: dict,
+    config: Config,
+    source: Path,
 ) -> dict[str, str]:
     texts = load_texts(config.scoring.language)
     lists = curator_lists(ranking, texts.tiers, texts.actions, config.scoring.risk_decimals)
+    lists = with_first_names(lists, display_names_of(source))
     curators = sorted(ranking["curator_id"].astype("str").unique())
     stored = ranking.drop(columns=["curator_order", "eligible"])
     return outputs_store.write_week(
