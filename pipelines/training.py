@@ -158,7 +158,7 @@ def data_fingerprint(source: str | Path, frame: pd.DataFrame, split: TimeSplit) 
         "students": int(frame["student_id"].nunique()),
         "as_of_min": frame["as_of"].min().isoformat() if len(frame) else None,
         "as_of_max": frame["as_of"].max().isoformat() if len(frame) else None,
-        "split": split.summary,
+        "split": split.summary.as_dict(),
     }
 
 
