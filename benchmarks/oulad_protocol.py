@@ -120,8 +120,8 @@ def main() -> None:
         at = at[at[LABEL_COLUMN].notna()].copy()
         if at.empty:
             continue
-        for name, scorer in scorers.items():
-            at[f"p_{name}"] = scorer(at)
+        probs = {f"p_{name}": scorer(at) for name, scorer in scorers.items()}
+        at = at.assign(**probs)
         parts.append(at)
         dates.append(when)
     scored = pd.concat(parts, ignore_index=True)

@@ -19,6 +19,9 @@ from models.split import TimeSplit, split_by_time
 from models.train import FittedModels, ServedModels, evaluate_models, fit_models, refit_served
 
 
+HEADLINE_METRICS = ("rows", "base_rate", "roc_auc", "pr_auc", "brier", "log_loss")
+
+
 @dataclass
 class ChampionRun:
     split: TimeSplit
@@ -42,7 +45,10 @@ class ChampionRun:
         metric = self.config.evaluation.promote_metric
         return {
             "split": self.split.summary.as_dict(),
-            "held_out": {s: ev.metrics for s, ev in self.evaluations.items()},
+            "held_out": {
+                s: {k: ev.metrics[k] for k in HEADLINE_METRICS if k in ev.metrics}
+                for s, ev in self.evaluations.items()
+            },
             "choice": {
                 "scorer": self.choice.scorer,
                 "metric": metric,
