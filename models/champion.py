@@ -18,7 +18,6 @@ from models.promotion import ChampionChoice, choose_champion
 from models.split import TimeSplit, split_by_time
 from models.train import FittedModels, ServedModels, evaluate_models, fit_models, refit_served
 
-
 HEADLINE_METRICS = ("rows", "base_rate", "roc_auc", "pr_auc", "brier", "log_loss")
 
 

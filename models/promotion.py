@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
+
 PROMOTED_NO_CHAMPION = "no champion yet"
 PROMOTED_BETTER = "beats the champion on the same test rows"
 PROMOTED_INCOMPATIBLE = "the champion cannot score the current features"
@@ -115,3 +118,16 @@ def choose_champion(
         beats_rule=beats_rule,
         message=message,
     )
+
+
+def unseen_by_champion(as_of: pd.Series, champion_metadata: dict) -> np.ndarray:
+    """Test rows the champion cannot have learned from (snapshots after its latest labelled one).
+
+    A champion refit on every labelled snapshot has seen the older part of a new test window,
+    so comparing on all test rows would flatter it. Champions without `learned_as_of_max` (from
+    before issue 12) learned from their split only: every row counts.
+    """
+    learned = champion_metadata.get("learned_as_of_max")
+    if not learned:
+        return np.ones(len(as_of), dtype=bool)
+    return (pd.to_datetime(as_of, utc=True) > pd.Timestamp(learned)).to_numpy()

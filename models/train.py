@@ -453,6 +453,7 @@ def _refit_served(
         # Rows with as_of + horizon at or before this were (or could have been) learned from:
         # a later comparison with this model is out of sample only after it.
         "trained_through": (labelled["as_of"].max() + horizon).isoformat(),
+        "learned_as_of_max": labelled["as_of"].max().isoformat(),
     }
     model = DropoutModel(
         booster=booster,

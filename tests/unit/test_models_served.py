@@ -14,7 +14,7 @@ from configs import load_config
 from models.champion import train_champion
 from models.frames import synthetic_feature_frame
 from models.linear import LinearDropoutModel
-from models.promotion import choose_champion
+from models.promotion import choose_champion, unseen_by_champion
 from models.split import split_by_time
 from models.train import FitInfo, fit_models, refit_served, scaled_trees
 from models.tuning import study_trials, tune_lightgbm, tuned_config
@@ -181,3 +181,13 @@ def test_tuning_is_time_ordered_reproducible_and_gives_plain_trials(frame, confi
     tuned = tuned_config(config, first.best_params)
     assert tuned.model.params["num_leaves"] == first.best_params["num_leaves"]
     assert tuned.model.params["objective"] == config.model.params["objective"]
+
+
+def test_rows_unseen_by_a_champion(run, frame):
+    meta = run.served.model.metadata
+    rows = labelled(frame)
+    assert not unseen_by_champion(rows["as_of"], meta).any()  # it learned from all of them
+    later = rows["as_of"] + pd.Timedelta(days=7)
+    unseen = unseen_by_champion(later, meta)
+    assert unseen.any() and (later[unseen] > rows["as_of"].max()).all()
+    assert unseen_by_champion(rows["as_of"], {}).all()  # an old champion: no record, all rows
