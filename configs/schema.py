@@ -245,6 +245,8 @@ class SplitConfig(Section):
     cutoff: str | None = None
     validation_share: float = Field(0.2, gt=0, lt=1)
     embargo: bool = True
+    max_test_share: float = Field(0.5, gt=0, lt=1)
+    course_start_fallback: Literal["cutoff", "error"] = "cutoff"
 
 
 class LogisticConfig(Section):
@@ -266,6 +268,24 @@ DEFAULT_LGB_PARAMS: dict[str, Any] = {
 }
 
 
+DEFAULT_TUNING_SPACE: dict[str, list[Any]] = {
+    "learning_rate": [0.01, 0.2, "log"],
+    "num_leaves": [7, 63],
+    "min_child_samples": [20, 500, "log"],
+    "feature_fraction": [0.4, 1.0],
+    "lambda_l2": [0.01, 30.0, "log"],
+}
+
+
+class TuningConfig(Section):
+    """Optuna search (models/tuning.py): trials, and [low, high(, "log")] per LightGBM param."""
+
+    enabled: bool = False  # `notalone train` tunes before fitting (trials logged to MLflow)
+    n_trials: int = Field(20, ge=1)
+    study_name: str = "notalone-lightgbm"
+    space: dict[str, list[Any]] = Field(default_factory=lambda: dict(DEFAULT_TUNING_SPACE))
+
+
 class ModelConfig(Section):
     """LightGBM, its imbalance handling and the probability calibration."""
 
@@ -282,7 +302,9 @@ class ModelConfig(Section):
     prob_clip: float = Field(1e-6, gt=0, lt=0.5)
     tie_break: float = Field(1e-6, ge=0, lt=1e-3)
     refit_on_validation: bool = True
+    allow_logistic_champion: bool = True
     logistic: LogisticConfig = LogisticConfig()
+    tuning: TuningConfig = TuningConfig()
 
 
 class EvaluationConfig(Section):

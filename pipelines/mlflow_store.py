@@ -39,6 +39,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from features.errors import NotaloneError
+from models.linear import LinearDropoutModel
 from models.model import ATTR_PREFIX, DropoutModel
 from pipelines.settings import Workspace
 
@@ -398,7 +399,7 @@ def load_model(model_uri: str | None = None) -> DropoutModel:
         if cached.is_file():
             with contextlib.suppress(OSError, pickle.UnpicklingError, EOFError, AttributeError):
                 model = pickle.loads(cached.read_bytes())
-                if isinstance(model, DropoutModel):
+                if isinstance(model, DropoutModel | LinearDropoutModel):
                     return model
     try:
         loaded = mlflow.pyfunc.load_model(uri)
@@ -407,7 +408,7 @@ def load_model(model_uri: str | None = None) -> DropoutModel:
             raise MlflowStoreError(NO_CHAMPION_MESSAGE) from None
         raise MlflowStoreError(f"cannot load model {uri}: {exc.message}") from None
     model = loaded.unwrap_python_model().model
-    if not isinstance(model, DropoutModel):
+    if not isinstance(model, DropoutModel | LinearDropoutModel):
         raise MlflowStoreError(f"{uri} is not a notalone dropout model")
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)

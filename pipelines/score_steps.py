@@ -384,6 +384,7 @@ def score_steps(
         report,
         summary,
         config,
+        source,
         io=True,
     )
     published = None

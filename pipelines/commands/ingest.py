@@ -17,7 +17,7 @@ from features.oulad import (
     read_oulad,
     withdrawal_rate,
 )
-from features.sources import atomic_dir, write_table
+from features.sources import atomic_dir, write_source_info, write_table
 
 
 def run_ingest_oulad(path: Path, out: Path, config: Config) -> None:
@@ -28,6 +28,7 @@ def run_ingest_oulad(path: Path, out: Path, config: Config) -> None:
     with atomic_dir(out) as tmp:
         for name, frame in contract.tables().items():
             write_table(tmp, name, frame)
+        write_source_info(tmp, contract.source_info())
     print_summary(contract, Path(out), time.perf_counter() - started)
 
 
