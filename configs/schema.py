@@ -374,6 +374,14 @@ class TriggerRule(RoutingRule):
 
     feature: str
     reason_group: str | None = None
+    # Onset semantics (interventions.triggers): the trigger fires when its condition starts (it
+    # did not hold at the student's previous scoring), and again only after
+    # `scoring.trigger_cooldown_days` and only when `severity` (a feature) grew by `worse_by`
+    # since the last firing. Without `severity`, a new onset after the cooldown fires again.
+    # `onset: false` fires whenever the condition holds (the old behaviour).
+    severity: str | None = None
+    worse_by: float = Field(1.0, gt=0)
+    onset: bool = True
 
 
 def _cond(feature: str, op: str, value: float | None = None) -> ScoringCondition:
@@ -383,22 +391,14 @@ def _cond(feature: str, op: str, value: float | None = None) -> ScoringCondition
 DEFAULT_TRIGGERS: tuple[TriggerRule, ...] = (
     TriggerRule(
         name="stopped_submitting",
-        feature="days_since_last_submission",
-        reason_group="submissions",
+        feature="deadlines_missed_28d",
+        reason_group="deadlines",
         tier="curator",
         action="write_first",
         when=ScoringCondition(
-            any_of=(
-                _cond("days_since_last_submission", ">=", 14),
-                ScoringCondition(
-                    all_of=(
-                        _cond("days_since_last_submission", "missing"),
-                        _cond("deadlines_due", ">=", 1),
-                        _cond("days_since_enrolment", ">=", 14),
-                    )
-                ),
-            )
+            all_of=(_cond("deadlines_missed_28d", ">=", 1), _cond("submissions_14d", "==", 0))
         ),
+        severity="deadlines_missed",
     ),
     TriggerRule(
         name="many_questions",
@@ -407,6 +407,7 @@ DEFAULT_TRIGGERS: tuple[TriggerRule, ...] = (
         tier="mentor",
         action="offer_consultation",
         when=_cond("questions_14d", ">=", 5),
+        severity="questions_14d",
     ),
 )
 
@@ -504,6 +505,15 @@ class ScoringConfig(Section):
     report_histogram_bins: int = Field(20, ge=2)
     lock_wait_seconds: float = Field(300.0, ge=0)
     num_threads: int | None = Field(None, ge=1)
+    # Rule triggers fire again only this many days after their last firing (null: cooldown_days).
+    trigger_cooldown_days: int | None = Field(None, ge=0)
+    # Win-back section (interventions.winback): students silent for the whole horizon, or never
+    # active after their first weeks, get their own capped part of each list.
+    winback_capacity: int = Field(5, ge=0)
+    winback_inactive_days: int | None = Field(None, ge=1)  # null: snapshots.horizon_days
+    winback_first_weeks_days: int = Field(14, ge=1)
+    winback_tier: str = "curator"
+    winback_action: str = "win_back"
 
     @model_validator(mode="after")
     def _consistent(self) -> ScoringConfig:

@@ -135,6 +135,7 @@ def test_curator_files_hold_only_their_students_at_most_capacity_in_order(setup,
     for path in files:
         listed = pd.read_csv(path, encoding="utf-8-sig", dtype={"student": str})
         assert list(listed.columns) == [
+            "section",
             "rank",
             "student",
             "course",
@@ -181,9 +182,10 @@ def test_named_reasons_are_the_largest_positive_contributions(setup, tmp_path):
 def test_rule_triggers_are_always_listed(setup, tmp_path):
     config, model, source, frames = setup
     frame = feature_frame(config)
-    frame["days_since_last_submission"] = 1.0
+    frame["deadlines_missed_28d"] = 0.0
     frame["questions_14d"] = 0.0  # no other trigger
-    frame.loc[[5, 9], "days_since_last_submission"] = 30.0  # both curator cur-1
+    # both curator cur-1: a deadline passed unsubmitted, nothing submitted since
+    frame.loc[[5, 9], ["deadlines_missed_28d", "deadlines_due_28d", "submissions_14d"]] = [1, 2, 0]
     frame.loc[[5, 9], "attr_age_band"] = "18-25"
     frames[T] = frame
     result = run(setup, tmp_path / "out" / "2026-03-02")
@@ -192,7 +194,7 @@ def test_rule_triggers_are_always_listed(setup, tmp_path):
         row = ranking.loc[sid]
         assert row["trigger_stopped_submitting"] and row["listed"] and row["rank"] <= 2
         assert row["routed_by"] == "stopped_submitting" and row["tier"] == "curator"
-        assert row["reasons"].startswith("no submissions for 30 days (school rule")
+        assert row["reasons"].startswith("missed 1 of the last 2 deadlines: work was due")
 
 
 def test_change_trend_and_cooldown_use_earlier_weeks_and_contacts(setup, tmp_path):
@@ -303,7 +305,7 @@ def test_reruns_give_byte_identical_curator_files(setup, tmp_path):
     run(setup, out)
     after = {p.name: p.read_bytes() for p in Path(first["curators_dir"]).glob("*.csv")}
     assert before == after and len(before) == N_CURATORS
-    assert all(b.startswith(b"\xef\xbb\xbfrank,student,") for b in before.values())
+    assert all(b.startswith(b"\xef\xbb\xbfsection,rank,student,") for b in before.values())
 
 
 @pytest.mark.parametrize("failing_step", ["words_step", "report_step", "write_week_report"])
