@@ -350,8 +350,97 @@ def measure_lists(args, weeks: dict[datetime, pd.DataFrame]) -> None:
     )
 
 
+def training_frame(config: Config) -> pd.DataFrame:
+    """Every labelled weekly snapshot, from the workspace's feature cache (the training run's)."""
+    from pipelines.settings import Workspace
+
+    files = sorted((Workspace.resolve().cache / "features").glob("*.parquet"))
+    if not files:
+        raise SystemExit("no cached training features: run `notalone train` in this NOTALONE_HOME")
+    return pd.read_parquet(max(files, key=lambda f: f.stat().st_mtime))
+
+
+def rebuilt_reference(config: Config, model) -> dict:
+    """The reference today's `build_drift_reference` gives for the champion's training rows.
+    The validation scores come from the served model (refit on train + validation), not from the
+    early-stopped trees as in training: close, not identical."""
+    from models.drift import build_drift_reference
+    from models.split import split_by_time
+
+    frame = training_frame(config)
+    split = split_by_time(frame, config.split, config.snapshots.horizon_days)
+    train, validation, _ = split.frames(frame)
+    return build_drift_reference(
+        model,
+        train,
+        validation,
+        model.predict_proba(validation),
+        config,
+        train_scores=model.predict_proba(train),
+    )
+
+
+def drift_table(reference: dict, config: Config, weeks: dict[datetime, pd.DataFrame]):
+    from models.drift import check_drift
+
+    rows = []
+    for t, frame in weeks.items():
+        check = check_drift(reference, frame, frame["risk"].to_numpy(), config.drift, seed=42)
+        drifted = check.drifted
+        rows.append(
+            {
+                "week": t.date().isoformat(),
+                "rows": check.rows,
+                "drifted": check.count,
+                "max_psi": check.max_psi,
+                "inputs": ", ".join(
+                    f"{r.name} {r.psi:.2f}/{r.limit:.2f}" for r in drifted.itertuples()
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def planted_shift(frame: pd.DataFrame, model) -> pd.DataFrame:
+    """Clicks halved (every non-submission count) and every score 15 points lower, the risk
+    recomputed: what a broken click feed and a changed grading scale would look like."""
+    shifted = frame.copy()
+    for col in shifted.columns:
+        if (
+            col.startswith(("events_", "lesson_", "logins_", "active_days_", "quiz_"))
+            and (shifted[col].dtype.kind == "f")
+            and not col.endswith("pct_in_run")
+            and col != "events_change_7d"
+        ):
+            shifted[col] = np.floor(shifted[col] * 0.5)
+    for col in ("score_mean", "score_last"):
+        shifted[col] = (shifted[col] - 15).clip(lower=0)
+    added = [*DEADLINE_COLUMNS, "risk", "unenrolled_at"]
+    inputs = shifted.drop(columns=[c for c in added if c in shifted.columns])
+    shifted["risk"] = np.asarray(model.predict_proba(inputs), dtype="float64")
+    return shifted
+
+
 def measure_drift(args, config: Config, model, weeks: dict[datetime, pd.DataFrame]) -> None:
-    pass
+    started = time.perf_counter()
+    after_ref = rebuilt_reference(config, model)
+    print(f"\nreference rebuilt in {time.perf_counter() - started:.1f} s")
+    for name, reference in (("before: stored", model.reference), ("after: rebuilt", after_ref)):
+        table = drift_table(reference, config, weeks)
+        print(
+            f"\n## drift guard, {name} reference: {int((table['drifted'] > 0).sum())} of "
+            f"{len(table)} weeks warn"
+        )
+        with pd.option_context("display.max_colwidth", 200, "display.width", 250):
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    shifted = {t: planted_shift(frame, model) for t, frame in weeks.items()}
+    table = drift_table(after_ref, config, shifted)
+    print(
+        f"\n## planted shift (clicks halved, scores -15), rebuilt reference: "
+        f"{int((table['drifted'] > 0).sum())} of {len(table)} weeks warn"
+    )
+    with pd.option_context("display.max_colwidth", 200, "display.width", 250):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
 
 
 def main(argv: list[str] | None = None) -> int:

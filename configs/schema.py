@@ -548,10 +548,25 @@ class DriftConfig(Section):
             "course_length_days",
             "*_pct_in_run",
             "deadlines_due*",
+            "score_trend",
         ]
     )
-    stage_feature: str | None = "course_elapsed_share"
+    stage_feature: str | None = "days_since_start"
+    stage_width_days: int | None = Field(7, ge=1)  # exact weeks of course; null: quantile bins
     stage_bins: int = Field(5, ge=1)
+    noise_by_run: bool = True
+    run_column: str = "course_id"
+    min_run_rows: int = Field(20, ge=1)
+    max_stage_runs: int = Field(200, ge=2)
+    run_centred_features: list[str] = Field(
+        default_factory=lambda: [
+            "days_since_last_submission",
+            "days_since_last_activity",
+        ]
+    )
+    min_score_runs: int = Field(10, ge=1)
+    score_stage_feature: str | None = None
+    score_stage_width: float | None = Field(0.05, gt=0)
     min_validation_stage_rows: int = Field(200, ge=0)
     noise_quantile: float | None = Field(0.99, gt=0, lt=1)
     noise_draws: int = Field(1000, ge=1)
