@@ -54,6 +54,8 @@ def deadline_features(source: Path, as_of: datetime) -> pd.DataFrame:
     """latest_deadline_missed, days_since_missed_deadline, missed_streak, submission_streak and
     days_to_next_deadline per (student, course) at T, from assignments and submissions before T.
     Measurement only: the definitions of issue 12 item 2, not the feature builder's code."""
+    events = source / "events.parquet"
+    events_sql = str(events) if events.is_file() else f"{source}/events/**/*.parquet"
     con = duckdb.connect()
     try:
         return con.execute(
@@ -68,7 +70,7 @@ def deadline_features(source: Path, as_of: datetime) -> pd.DataFrame:
             ),
             sub AS (
                 SELECT DISTINCT student_id, course_id, item_id AS assignment_id
-                FROM '{source}/events.parquet'
+                FROM read_parquet('{events_sql}')
                 WHERE event_type = 'assignment_submit' AND ts < $t
             ),
             grid AS (
@@ -192,9 +194,15 @@ DEADLINE_TRIGGER = {  # once the deadline features exist (issue 12 item 2)
     "reason_group": "deadlines",
     "tier": "curator",
     "action": "write_first",
-    "when": {"feature": "latest_deadline_missed", "op": "==", "value": 1},
+    "when": {
+        "all_of": [
+            {"feature": "latest_deadline_missed", "op": "==", "value": 1},
+            {"feature": "submissions_14d", "op": "==", "value": 0},
+        ]
+    },
     "severity": "missed_streak",
     "worse_by": 1,
+    "worse_ratio": 2,
 }
 
 
@@ -204,7 +212,7 @@ def variant_configs(path: Path) -> dict[str, Config]:
     return {
         "before": load_config(path, {"scoring": {"triggers": OLD_TRIGGERS}}),
         "after (default: missed_28d & no submission 14d)": default,
-        "after (latest_deadline_missed)": load_config(
+        "after (latest_deadline_missed & no submission 14d)": load_config(
             path, {"scoring": {"triggers": [DEADLINE_TRIGGER, *many]}}
         ),
     }
@@ -401,6 +409,13 @@ def drift_table(reference: dict, config: Config, weeks: dict[datetime, pd.DataFr
     return pd.DataFrame(rows)
 
 
+def with_risk(frame: pd.DataFrame, model) -> pd.DataFrame:
+    """The frame with `risk` from `model` (the measurement-only columns left out of its input)."""
+    added = [*DEADLINE_COLUMNS, "risk", "unenrolled_at"]
+    inputs = frame.drop(columns=[c for c in added if c in frame.columns])
+    return frame.assign(risk=np.asarray(model.predict_proba(inputs), dtype="float64"))
+
+
 def planted_shift(frame: pd.DataFrame, model) -> pd.DataFrame:
     """Clicks halved (every non-submission count) and every score 15 points lower, the risk
     recomputed: what a broken click feed and a changed grading scale would look like."""
@@ -415,10 +430,7 @@ def planted_shift(frame: pd.DataFrame, model) -> pd.DataFrame:
             shifted[col] = np.floor(shifted[col] * 0.5)
     for col in ("score_mean", "score_last"):
         shifted[col] = (shifted[col] - 15).clip(lower=0)
-    added = [*DEADLINE_COLUMNS, "risk", "unenrolled_at"]
-    inputs = shifted.drop(columns=[c for c in added if c in shifted.columns])
-    shifted["risk"] = np.asarray(model.predict_proba(inputs), dtype="float64")
-    return shifted
+    return with_risk(shifted, model)
 
 
 def measure_drift(args, config: Config, model, weeks: dict[datetime, pd.DataFrame]) -> None:
@@ -429,6 +441,19 @@ def measure_drift(args, config: Config, model, weeks: dict[datetime, pd.DataFram
         table = drift_table(reference, config, weeks)
         print(
             f"\n## drift guard, {name} reference: {int((table['drifted'] > 0).sum())} of "
+            f"{len(table)} weeks warn"
+        )
+        with pd.option_context("display.max_colwidth", 200, "display.width", 250):
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if args.after_model_uri:
+        from pipelines.mlflow_store import load_model
+
+        retrained = load_model(args.after_model_uri)
+        rescored = {t: with_risk(frame, retrained) for t, frame in weeks.items()}
+        table = drift_table(retrained.reference, config, rescored)
+        print(
+            f"\n## drift guard, reference stored by training with today's code "
+            f"({args.after_model_uri}, its own risks): {int((table['drifted'] > 0).sum())} of "
             f"{len(table)} weeks warn"
         )
         with pd.option_context("display.max_colwidth", 200, "display.width", 250):
@@ -454,6 +479,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-cache", action="store_true")
     parser.add_argument("--skip-lists", action="store_true")
     parser.add_argument("--skip-drift", action="store_true")
+    parser.add_argument(
+        "--after-model-uri",
+        help="also check the reference this model stored at training (e.g. a model trained "
+        "with today's code: models:/notalone-dropout/2)",
+    )
     args = parser.parse_args(argv)
 
     from pipelines.mlflow_store import load_model

@@ -381,6 +381,9 @@ class TriggerRule(RoutingRule):
     # `onset: false` fires whenever the condition holds (the old behaviour).
     severity: str | None = None
     worse_by: float = Field(1.0, gt=0)
+    # ...and by this factor: 2 = only when it doubled (1, 2, 4, 8 missed deadlines), so a
+    # student who keeps missing weekly work is not written to every cooldown.
+    worse_ratio: float = Field(1.0, ge=1)
     onset: bool = True
 
 
@@ -399,6 +402,7 @@ DEFAULT_TRIGGERS: tuple[TriggerRule, ...] = (
             all_of=(_cond("deadlines_missed_28d", ">=", 1), _cond("submissions_14d", "==", 0))
         ),
         severity="deadlines_missed",
+        worse_ratio=2.0,
     ),
     TriggerRule(
         name="many_questions",
@@ -408,6 +412,7 @@ DEFAULT_TRIGGERS: tuple[TriggerRule, ...] = (
         action="offer_consultation",
         when=_cond("questions_14d", ">=", 5),
         severity="questions_14d",
+        worse_ratio=2.0,
     ),
 )
 

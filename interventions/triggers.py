@@ -7,8 +7,10 @@ student when
 - its condition holds now and did not hold at the student's previous scoring (onset), and it has
   never fired for them, or
 - it fired before, at least `scoring.trigger_cooldown_days` ago, and the situation got worse: its
-  `severity` feature grew by `worse_by` since then (one more missed deadline). A trigger without
-  `severity` fires again on a new onset after the cooldown.
+  `severity` feature grew by `worse_by` since then (one more missed deadline) and by the factor
+  `worse_ratio` (2: doubled, so 1, 2, 4, 8 missed deadlines; a student who keeps missing weekly
+  work is not written to every cooldown). A trigger without `severity` fires again on a new
+  onset after the cooldown.
 
 While the condition does not hold, the bar for "worse" follows the severity down (a student who
 caught up and then misses again is a new case). Students in `suppress` (the win-back section) are
@@ -162,7 +164,8 @@ def fire_onset_triggers(
             fires = holds.copy()
         elif trigger.severity is not None:
             with np.errstate(invalid="ignore"):
-                worse = severity >= fired_sev + trigger.worse_by
+                bar = np.maximum(fired_sev + trigger.worse_by, fired_sev * trigger.worse_ratio)
+                worse = severity >= bar
             fires = holds & np.where(ever_fired, cooled & worse, onset)
         else:
             fires = holds & onset & cooled

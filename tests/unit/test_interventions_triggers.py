@@ -187,3 +187,13 @@ def test_missing_feature_is_a_clear_error(missing):
     columns = [c for c in week([0], [0]).columns if c != missing]
     with pytest.raises(RoutingError, match=missing):
         check_rule_features(sc, columns)
+
+
+def test_worse_ratio_fires_again_only_when_the_severity_doubled():
+    """A student who keeps missing weekly work is fired for at 1, 3 and 6 missed deadlines
+    (each at least double the last firing's, after the cooldown), not at every cooldown."""
+    sc = scoring(cooldown=14, worse_ratio=2)
+    weeks = [week([1], [k]) for k in range(1, 10)]
+    fired = [f["trigger_stopped_submitting"].iloc[0] for f in replay(weeks, sc)]
+    # 2 missed comes 7 days after the first firing (cooling); 3 >= max(1 + 1, 1 * 2); 6 >= 3 * 2
+    assert fired == [True, False, True, False, False, True, False, False, False]
