@@ -198,6 +198,8 @@ DEADLINE_TRIGGER = {  # once the deadline features exist (issue 12 item 2)
         "all_of": [
             {"feature": "latest_deadline_missed", "op": "==", "value": 1},
             {"feature": "submissions_14d", "op": "==", "value": 0},
+            {"feature": "days_since_enrolment", "op": ">=", "value": 14},
+            {"feature": "days_since_start", "op": ">=", "value": 14},
         ]
     },
     "severity": "missed_streak",

@@ -399,7 +399,14 @@ DEFAULT_TRIGGERS: tuple[TriggerRule, ...] = (
         tier="curator",
         action="write_first",
         when=ScoringCondition(
-            all_of=(_cond("deadlines_missed_28d", ">=", 1), _cond("submissions_14d", "==", 0))
+            all_of=(
+                _cond("deadlines_missed_28d", ">=", 1),
+                _cond("submissions_14d", "==", 0),
+                # "none in 14 days" needs 14 days in the course (a late first submission is not
+                # a stop)
+                _cond("days_since_enrolment", ">=", 14),
+                _cond("days_since_start", ">=", 14),
+            )
         ),
         severity="deadlines_missed",
         worse_ratio=2.0,

@@ -186,6 +186,7 @@ def test_rule_triggers_are_always_listed(setup, tmp_path):
     frame["questions_14d"] = 0.0  # no other trigger
     # both curator cur-1: a deadline passed unsubmitted, nothing submitted since
     frame.loc[[5, 9], ["deadlines_missed_28d", "deadlines_due_28d", "submissions_14d"]] = [1, 2, 0]
+    frame.loc[[5, 9], ["days_since_enrolment", "days_since_start"]] = 30.0
     frame.loc[[5, 9], "attr_age_band"] = "18-25"
     frames[T] = frame
     result = run(setup, tmp_path / "out" / "2026-03-02")

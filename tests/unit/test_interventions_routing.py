@@ -28,6 +28,7 @@ def students(**columns) -> pd.DataFrame:
         "submissions_14d": 1.0,
         "deadlines_due": 3.0,
         "days_since_enrolment": 40.0,
+        "days_since_start": 40.0,
         "questions_14d": 0.0,
         "support_tickets_14d": 0.0,
         "logins_7d": 2.0,
@@ -113,12 +114,13 @@ def test_a_condition_needs_exactly_one_kind():
 
 def test_stopped_submitting_fires_for_work_due_and_not_submitted_not_for_quiet_days():
     frame = students(
-        deadlines_missed_28d=[0, 1, 1, 0, 2],
-        submissions_14d=[0, 0, 1, 0, 0],
-        days_since_last_submission=[40, 20, 3, 60, np.nan],  # quiet days alone never fire
+        deadlines_missed_28d=[0, 1, 1, 0, 2, 1],
+        submissions_14d=[0, 0, 1, 0, 0, 0],
+        days_since_last_submission=[40, 20, 3, 60, np.nan, np.nan],  # quiet days never fire
+        days_since_enrolment=[40, 40, 40, 40, 40, 10],  # 10 days in: a late first submission
     )
     fired = fire_triggers(frame, SC)
-    assert fired["trigger_stopped_submitting"].tolist() == [False, True, False, False, True]
+    assert fired["trigger_stopped_submitting"].tolist() == [False, True, False, False, True, False]
 
 
 def test_many_questions_fires_at_m_and_both_triggers_are_named():
