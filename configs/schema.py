@@ -396,6 +396,17 @@ class TriggerRule(RoutingRule):
 
     feature: str
     reason_group: str | None = None
+    # Onset semantics (interventions.triggers): the trigger fires when its condition starts (it
+    # did not hold at the student's previous scoring), and again only after
+    # `scoring.trigger_cooldown_days` and only when `severity` (a feature) grew by `worse_by`
+    # since the last firing. Without `severity`, a new onset after the cooldown fires again.
+    # `onset: false` fires whenever the condition holds (the old behaviour).
+    severity: str | None = None
+    worse_by: float = Field(1.0, gt=0)
+    # ...and by this factor: 2 = only when it doubled (1, 2, 4, 8 missed deadlines), so a
+    # student who keeps missing weekly work is not written to every cooldown.
+    worse_ratio: float = Field(1.0, ge=1)
+    onset: bool = True
 
 
 def _cond(feature: str, op: str, value: float | None = None) -> ScoringCondition:
@@ -405,22 +416,22 @@ def _cond(feature: str, op: str, value: float | None = None) -> ScoringCondition
 DEFAULT_TRIGGERS: tuple[TriggerRule, ...] = (
     TriggerRule(
         name="stopped_submitting",
-        feature="days_since_last_submission",
-        reason_group="submissions",
+        feature="deadlines_missed_28d",
+        reason_group="deadlines",
         tier="curator",
         action="write_first",
         when=ScoringCondition(
-            any_of=(
-                _cond("days_since_last_submission", ">=", 14),
-                ScoringCondition(
-                    all_of=(
-                        _cond("days_since_last_submission", "missing"),
-                        _cond("deadlines_due", ">=", 1),
-                        _cond("days_since_enrolment", ">=", 14),
-                    )
-                ),
+            all_of=(
+                _cond("deadlines_missed_28d", ">=", 1),
+                _cond("submissions_14d", "==", 0),
+                # "none in 14 days" needs 14 days in the course (a late first submission is not
+                # a stop)
+                _cond("days_since_enrolment", ">=", 14),
+                _cond("days_since_start", ">=", 14),
             )
         ),
+        severity="deadlines_missed",
+        worse_ratio=2.0,
     ),
     TriggerRule(
         name="many_questions",
@@ -429,6 +440,8 @@ DEFAULT_TRIGGERS: tuple[TriggerRule, ...] = (
         tier="mentor",
         action="offer_consultation",
         when=_cond("questions_14d", ">=", 5),
+        severity="questions_14d",
+        worse_ratio=2.0,
     ),
 )
 
@@ -526,6 +539,15 @@ class ScoringConfig(Section):
     report_histogram_bins: int = Field(20, ge=2)
     lock_wait_seconds: float = Field(300.0, ge=0)
     num_threads: int | None = Field(None, ge=1)
+    # Rule triggers fire again only this many days after their last firing (null: cooldown_days).
+    trigger_cooldown_days: int | None = Field(None, ge=0)
+    # Win-back section (interventions.winback): students silent for the whole horizon, or never
+    # active after their first weeks, get their own capped part of each list.
+    winback_capacity: int = Field(5, ge=0)
+    winback_inactive_days: int | None = Field(None, ge=1)  # null: snapshots.horizon_days
+    winback_first_weeks_days: int = Field(14, ge=1)
+    winback_tier: str = "curator"
+    winback_action: str = "win_back"
 
     @model_validator(mode="after")
     def _consistent(self) -> ScoringConfig:
@@ -560,10 +582,25 @@ class DriftConfig(Section):
             "course_length_days",
             "*_pct_in_run",
             "deadlines_due*",
+            "score_trend",
         ]
     )
-    stage_feature: str | None = "course_elapsed_share"
+    stage_feature: str | None = "days_since_start"
+    stage_width_days: int | None = Field(7, ge=1)  # exact weeks of course; null: quantile bins
     stage_bins: int = Field(5, ge=1)
+    noise_by_run: bool = True
+    run_column: str = "course_id"
+    min_run_rows: int = Field(20, ge=1)
+    max_stage_runs: int = Field(200, ge=2)
+    run_centred_features: list[str] = Field(
+        default_factory=lambda: [
+            "days_since_last_submission",
+            "days_since_last_activity",
+        ]
+    )
+    min_score_runs: int = Field(10, ge=1)
+    score_stage_feature: str | None = None
+    score_stage_width: float | None = Field(0.05, gt=0)
     min_validation_stage_rows: int = Field(200, ge=0)
     noise_quantile: float | None = Field(0.99, gt=0, lt=1)
     noise_draws: int = Field(1000, ge=1)

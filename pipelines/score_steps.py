@@ -37,7 +37,9 @@ from interventions.ranking import curator_lists
 from interventions.report import ReportContext
 from interventions.routing import check_rule_features
 from interventions.texts import Texts
-from interventions.weekly import explain_in_words, ranking_table, summarise_week
+from interventions.triggers import state_columns, state_from_ranking
+from interventions.weekly import ENROLLMENT_KEYS, explain_in_words, rank_week, summarise_week
+from interventions.winback import winback_inactive_days
 from models.drift import DriftCheck, check_drift
 from pipelines import mlflow_store, outputs_store, workspace_store
 from pipelines.checks import check_source
@@ -108,6 +110,7 @@ class History:
     previous: pd.DataFrame | None  # student_id, course_id, risk of the latest earlier scoring
     previous_folder: Path | None
     trend: pd.DataFrame  # week, active, listed, mean_risk, high_share (oldest first)
+    trigger_state: pd.DataFrame  # the triggers' state after the latest earlier scoring
 
 
 def history_step(out_dir: Path, as_of: datetime, config: Config) -> History:
@@ -116,7 +119,11 @@ def history_step(out_dir: Path, as_of: datetime, config: Config) -> History:
     trend = outputs_store.read_trend(
         root, as_of, config.scoring.report_trend_weeks, config.scoring.report_high_risk
     )
-    return History(previous, folder, trend)
+    state = None
+    if folder is not None:
+        columns = [*ENROLLMENT_KEYS, *state_columns(config.scoring)]
+        state = outputs_store.read_columns(folder, columns)
+    return History(previous, folder, trend, state_from_ranking(state, config.scoring))
 
 
 def contacts_step(
@@ -190,6 +197,8 @@ def report_step(
         warnings=(),  # drift is rendered by the report itself, in its language
         drift=drift.table,
         drift_threshold=config.drift.psi_threshold,
+        winback_days=winback_inactive_days(config),
+        winback_capacity=sc.winback_capacity,
     )
     return build_report_from_template(ranking, ctx, texts)
 
@@ -327,14 +336,15 @@ def score_steps(
     titles = steps("titles", "course titles", course_titles, source, io=True)
     ranking = steps(
         "rank",
-        "ranking under curator capacity",
-        ranking_table,
+        "sections, triggers and ranking under curator capacity",
+        rank_week,
         frame,
         risk,
-        history.previous,
-        contacts,
         as_of,
         config,
+        previous_risk=history.previous,
+        previous_state=history.trigger_state,
+        contacts=contacts,
     )
     contributions = steps(
         "explain", "explaining the listed students", explain_step, model, frame, ranking
