@@ -73,17 +73,26 @@ def test_curator_files_follow_capacity_order_and_privacy(scored):
     files = sorted((out / "curators").glob("*.csv"))
     assert {f.stem for f in files} == set(ranking["curator_id"])
     for path in files:
-        listed = pd.read_csv(path, encoding="utf-8-sig", dtype=str, keep_default_na=False)
+        both = pd.read_csv(path, encoding="utf-8-sig", dtype=str, keep_default_na=False)
         mine = ranking[ranking["curator_id"] == path.stem].set_index(["student_id", "course_id"])
+        sections = both["section"].tolist()
+        # early warnings first, then the win-back part; each ranked from 1 and capped
+        assert sections == sorted(sections, key=lambda s: s != "early_warning")
+        back = both[both["section"] == "win_back"]
+        assert len(back) <= load_config().scoring.winback_capacity
+        assert back["rank"].astype(int).tolist() == list(range(1, len(back) + 1))
+        listed = both[both["section"] == "early_warning"]
         assert len(listed) <= capacity
         assert listed["rank"].astype(int).tolist() == list(range(1, len(listed) + 1))
         keys = list(zip(listed["student"], listed["course"], strict=True))
         assert set(keys) <= set(mine.index)  # only this curator's students
         rows = mine.loc[keys]
+        assert (rows["section"] == "early_warning").all()
         order = list(zip(~rows["triggered"], -rows["risk"], strict=True))
         assert order == sorted(order)
         # every trigger not held back by a recent contact is listed, as far as capacity allows
-        triggered = mine[mine["triggered"] & (mine["hold_back"] != "cooldown")]
+        early = mine[mine["section"] == "early_warning"]
+        triggered = early[early["triggered"] & (early["hold_back"] != "cooldown")]
         assert rows["triggered"].sum() == min(len(triggered), capacity)
         for col in ("reasons", "tier", "action", "message"):
             assert (listed[col].str.strip() != "").all(), (path.name, col)

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pytest
-from pipelines.texts import load_texts
 
 from configs import load_config
 from interventions.ranking import curator_lists, rank_for_curators
@@ -16,6 +15,7 @@ from interventions.report import ReportContext, build_report
 from interventions.routing import RoutingError, route
 from interventions.weekly import rank_week
 from interventions.winback import EARLY_WARNING, WIN_BACK, assign_sections
+from pipelines.texts import load_texts
 
 T = datetime(2026, 3, 2, tzinfo=UTC)
 
