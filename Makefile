@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 RUN := $(UV) run --frozen
 
-.PHONY: install demo test lint format bench-features bench-train bench-score bench-webapp bench-moodle bench serve ui clean
+.PHONY: install demo test test-fast lint format bench-features bench-train bench-score bench-webapp bench-moodle bench serve ui clean
 
 install: .venv/.installed
 
@@ -23,6 +23,9 @@ demo: install
 
 test: install
 	$(RUN) pytest -q
+
+test-fast: install  # everything but the tests marked slow (crash, fuzz, notebook, OULAD point-in-time)
+	$(RUN) pytest -q -m "not slow"
 
 lint: install
 	$(RUN) ruff check .

@@ -44,6 +44,8 @@ from tests.fuzz import (
 )
 from tests.sources import write_source
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves it out; `make test` runs it
+
 # Gaps this test found, all fixed since (see docs/reliability.md, "Hostile input"):
 # features_skips_validation and score_skips_validation (`features` and `score` now refuse a
 # source `validate` rejects), zero_byte_assignments (a header-less CSV of a required table is a

@@ -12,6 +12,8 @@ from features.oulad import oulad_to_contract, read_oulad
 from tests.sources import truncate_at, write_source
 from tests.unit.test_point_in_time import assert_point_in_time
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves it out; `make test` runs it
+
 CONFIG = load_config()
 
 

@@ -34,7 +34,10 @@ from configs import load_config
 from features.synthetic import read_school_info
 from pipelines.cli import app
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+pytestmark = [
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
+    pytest.mark.slow,
+]
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "notalone-dropout"
