@@ -155,9 +155,10 @@ def holdout_ranking(
     """(ranking with control students withheld, the new arms to store).
 
     `arms`: the stored arms (ARM_COLUMNS; empty when none). A stored control arm holds the
-    student out while as_of < release_at; `exempt` rows (technical support) are never held out
-    and never drawn. Listed students without an arm are drawn; when that frees slots, the
-    students filling them are drawn in turn, until every listed non-exempt student has an arm.
+    student out while assigned_at <= as_of < release_at; `exempt` rows (technical support) are
+    never held out and never drawn. Listed students without an arm are drawn; when that frees
+    slots, the students filling them are drawn in turn, until every listed non-exempt student
+    has an arm.
     """
     exempt = np.asarray(exempt, dtype=bool)
     if config.control_share == 0:
@@ -167,8 +168,11 @@ def holdout_ranking(
     known = pd.DataFrame(columns=ARM_COLUMNS) if arms is None else arms
     stored = known.drop_duplicates(KEYS).set_index(KEYS)
     has_arm = keys.isin(stored.index)
+    # out from the draw until release (re-scoring an earlier week: a later draw does not apply)
     out_now = stored[
-        (stored["arm"] == ARM_CONTROL) & (pd.to_datetime(stored["release_at"], utc=True) > now)
+        (stored["arm"] == ARM_CONTROL)
+        & (pd.to_datetime(stored["assigned_at"], utc=True) <= now)
+        & (pd.to_datetime(stored["release_at"], utc=True) > now)
     ].index
     control = keys.isin(out_now) & ~exempt
     new_arms = []

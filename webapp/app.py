@@ -4,6 +4,7 @@ Every page, form and API call checks that the student belongs to the person aski
 see and record for everyone); anything else is answered 403 before anything is written.
 """
 
+import json
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,7 +22,8 @@ from configs.schema import MESSAGES_DIR
 from webapp import auth
 from webapp.db import records
 from webapp.db.accounts import KIND_API, Account, create_credential, end_credential
-from webapp.db.engine import open_workspace_db
+from webapp.db.engine import open_workspace_db, utcnow
+from webapp.db.experiment import EFFECT_FILE, arm_counts
 from webapp.settings import AppSettings
 
 HERE = Path(__file__).resolve().parent
@@ -481,6 +483,12 @@ def create_app(settings: AppSettings) -> FastAPI:
         return render(request, "token.html", {"token": token}, account=account, session=session)
 
     @app.get("/lead", response_class=HTMLResponse, include_in_schema=False)
+    def effect_of_holdout() -> dict[str, Any]:
+        """The hold-out's arms now and the latest `notalone effect` result (None before one)."""
+        path = Path(settings.home) / EFFECT_FILE
+        latest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return {"arms": arm_counts(engine, utcnow()), "latest": latest}
+
     def lead_page(
         request: Request,
         who: Annotated[tuple[Account, str], Depends(page_session)],
@@ -512,6 +520,7 @@ def create_app(settings: AppSettings) -> FastAPI:
                 "curators": records.curators_of_week(engine, current.week_id),
                 "curator_id": curator or "",
                 "s": summary,
+                "effect": effect_of_holdout(),  # hold-out (issue 15)
             },
             account=account,
             session=session,

@@ -8,6 +8,10 @@ from sqlalchemy import Engine, insert, select
 from webapp.db.engine import as_utc, utcnow
 from webapp.db.models import ExperimentArm
 
+# `notalone effect` leaves its latest result here, in the workspace home; the lead's page shows it
+# (the outcomes come from the school's source, which the app does not read).
+EFFECT_FILE = "effect.json"
+
 ARM_FIELDS = [
     "student_id",
     "course_id",
@@ -72,3 +76,11 @@ def assign_arms(engine: Engine, arms: pd.DataFrame) -> int:
         if rows:
             conn.execute(insert(ExperimentArm), rows)
     return len(rows)
+
+
+def arm_counts(engine: Engine, now) -> dict[str, int]:
+    """Drawn, in control, and in control and still out at `now` (for the lead's page)."""
+    arms = read_arms(engine)
+    control = arms["arm"] == "control"
+    out = control & (arms["release_at"] > pd.Timestamp(as_utc(now)))
+    return {"drawn": len(arms), "control": int(control.sum()), "out_now": int(out.sum())}
