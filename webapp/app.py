@@ -22,7 +22,7 @@ from configs.schema import MESSAGES_DIR
 from webapp import auth
 from webapp.db import records
 from webapp.db.accounts import KIND_API, Account, create_credential, end_credential
-from webapp.db.engine import open_workspace_db, utcnow
+from webapp.db.engine import open_workspace_db
 from webapp.db.experiment import EFFECT_FILE, arm_counts
 from webapp.settings import AppSettings
 
@@ -482,13 +482,14 @@ def create_app(settings: AppSettings) -> FastAPI:
         token = create_credential(engine, account.person_id, KIND_API, token_life, "web")
         return render(request, "token.html", {"token": token}, account=account, session=session)
 
-    @app.get("/lead", response_class=HTMLResponse, include_in_schema=False)
-    def effect_of_holdout() -> dict[str, Any]:
-        """The hold-out's arms now and the latest `notalone effect` result (None before one)."""
+    def effect_of_holdout(as_of: datetime) -> dict[str, Any]:
+        """The hold-out's arms at the week shown and the latest `notalone effect` result (None
+        before one)."""
         path = Path(settings.home) / EFFECT_FILE
         latest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-        return {"arms": arm_counts(engine, utcnow()), "latest": latest}
+        return {"arms": arm_counts(engine, as_of), "latest": latest}
 
+    @app.get("/lead", response_class=HTMLResponse, include_in_schema=False)
     def lead_page(
         request: Request,
         who: Annotated[tuple[Account, str], Depends(page_session)],
@@ -520,7 +521,7 @@ def create_app(settings: AppSettings) -> FastAPI:
                 "curators": records.curators_of_week(engine, current.week_id),
                 "curator_id": curator or "",
                 "s": summary,
-                "effect": effect_of_holdout(),  # hold-out (issue 15)
+                "effect": effect_of_holdout(current.as_of),  # hold-out (issue 15)
             },
             account=account,
             session=session,

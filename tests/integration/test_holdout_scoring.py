@@ -157,7 +157,9 @@ def test_effect_command_and_the_leads_page(trained_workspace, tmp_path, monkeypa
         page = client.get("/lead")
         assert page.status_code == 200
         section = page.text[page.text.index('id="effect"') :]
-        assert f"{shown['drawn']} enrolments drawn" in section
+        assert f"{shown['drawn']} enrolments drawn, {shown['control']} in the control" in section
+        # one week scored: every control student drawn is out in the week shown
+        assert f"{shown['control']} of them on no list this week" in section
         assert "not enough evidence yet" in section
         assert shown["plan"]["text"].split(";")[0] in section
     finally:
