@@ -632,6 +632,7 @@ class ExperimentConfig(Section):
     weeks_out: int = Field(4, ge=1)  # a control student is on no list for this many weeks
     risk_bands: list[float] = Field(default_factory=lambda: [0.3, 0.6])  # cut points, ascending
     exempt_tiers: list[str] = Field(default_factory=lambda: ["technical_support"])
+    exempt_triggers: bool = False  # true: rule triggers are never held out either
     horizon_days: int | None = Field(None, ge=1)  # dropout within; null: snapshots.horizon_days
     confidence: float = Field(0.90, gt=0, lt=1)  # the interval shown
     claim_alpha: float = Field(0.05, gt=0, lt=1)  # an effect is claimed at this two-sided level

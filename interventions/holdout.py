@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -69,9 +70,13 @@ def risk_band(risk: np.ndarray | pd.Series, cuts: list[float]) -> pd.Series:
     return pd.Series(np.asarray(labels, dtype=object)[codes], index=index, dtype="str")
 
 
-def draw_arms(candidates: pd.DataFrame, as_of: datetime, config: ExperimentConfig) -> pd.DataFrame:
+def draw_arms(
+    candidates: pd.DataFrame, as_of: datetime, config: ExperimentConfig, round_: int = 0
+) -> pd.DataFrame:
     """Arms for `candidates` (student_id, course_id, curator_id, risk; enrolments without an arm
-    yet), drawn in (curator x risk band) blocks. Returns ARM_COLUMNS, one row per candidate."""
+    yet), drawn in (curator x risk band) blocks. Returns ARM_COLUMNS, one row per candidate.
+    `round_`: the week's draw round (fill-ins are drawn in later rounds; each round's extra
+    draws are independent of the others', else a block's fill-ins would all follow one coin)."""
     c = candidates.reset_index(drop=True)
     band = risk_band(c["risk"].to_numpy("float64"), config.risk_bands)
     u = unit_hash(config.seed, c["student_id"], c["course_id"])
@@ -84,16 +89,11 @@ def draw_arms(candidates: pd.DataFrame, as_of: datetime, config: ExperimentConfi
             expected = config.control_share * len(rows)
             k = int(np.floor(expected))
             # one more with the probability of the remainder, from the block's own hash
-            extra = unit_hash(
-                config.seed, pd.Series(["block"]), pd.Series([key]), pd.Series([when])
-            )
+            extra = unit_hash(config.seed, pd.Series([f"block|{key}|{when}|{round_}"]))
             k += int(extra[0] < expected - k)
             chosen = rows[np.argsort(u[rows], kind="stable")[:k]]
             control[chosen] = True
-    assigned = pd.Timestamp(as_of)
-    assigned = (
-        assigned.tz_localize("UTC") if assigned.tzinfo is None else assigned.tz_convert("UTC")
-    )
+    assigned = utc(as_of)
     return pd.DataFrame(
         {
             "student_id": c["student_id"].astype("str"),
@@ -177,11 +177,13 @@ def holdout_ranking(
     control = keys.isin(out_now) & ~exempt
     new_arms = []
     current = withhold(ranking, control, scoring)
-    while True:
+    for round_ in itertools.count():
         to_draw = current["listed"].to_numpy(dtype=bool) & ~has_arm & ~exempt
         if not to_draw.any():
             break
-        drawn = draw_arms(current.loc[to_draw, [*KEYS, "curator_id", "risk"]], as_of, config)
+        drawn = draw_arms(
+            current.loc[to_draw, [*KEYS, "curator_id", "risk"]], as_of, config, round_
+        )
         new_arms.append(drawn)
         has_arm |= to_draw
         drawn_control = drawn.loc[drawn["arm"] == ARM_CONTROL].set_index(KEYS).index

@@ -150,6 +150,8 @@ def holdout_step(
         return ranking
     tiers = route(frame, ranking, None, config.scoring)["tier"]
     exempt = tiers.isin(experiment.exempt_tiers).to_numpy(dtype=bool)
+    if experiment.exempt_triggers:
+        exempt |= ranking["triggered"].to_numpy(dtype=bool)
     arms = workspace_store.experiment_arms(workspace)
     held, new_arms = holdout_ranking(ranking, arms, exempt, as_of, experiment, config.scoring)
     workspace_store.store_arms(workspace, new_arms)

@@ -184,3 +184,17 @@ def test_control_share_zero_draws_nobody_and_changes_nothing():
 def test_risk_bands_must_ascend():
     with pytest.raises(ValueError, match="risk_bands"):
         ExperimentConfig(risk_bands=[0.6, 0.3])
+
+
+def test_fill_ins_are_drawn_at_the_share_too():
+    """Drawing the fill-ins in rounds must not chain one block's coin across rounds (that sent
+    whole runs of fill-ins to control: 44 % instead of 20 %)."""
+    config = ExperimentConfig(control_share=0.2)
+    shares = []
+    for seed in range(4):
+        base = ranking(n_curators=40, per_curator=100, seed=seed)
+        _, arms = holdout_ranking(
+            base, pd.DataFrame(columns=ARM_COLUMNS), np.zeros(len(base), bool), T, config, SCORING
+        )
+        shares.append((arms["arm"] == ARM_CONTROL).mean())
+    assert 0.17 < np.mean(shares) < 0.23
