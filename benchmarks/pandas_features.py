@@ -12,7 +12,10 @@ the benchmark can check that both agree on a sample of rows before comparing the
 - trend: last week vs the week before, slope over 4 weeks;
 - deadlines: due, missed, submitted late, on-time share, due and missed in the last 28 days;
 - scores: mean, last, trend; support: questions and tickets in the last 14 days, last feedback;
-- progress and cohort percentiles.
+- progress and cohort percentiles;
+- deadline position (next deadline and its weight, latest deadline missed, days since the last
+  miss, submission / missed streaks), registration lead, score percentiles within the run and
+  week, days since the last lesson view and the week-on-week change per event type.
 
 That is every feature of `features.catalog.feature_names` (see `COVERED`); static `attr_*`
 columns are not produced. Per-type counts are null (unknown, not zero) while the course run has no
@@ -32,9 +35,16 @@ import pandas as pd
 
 from configs.schema import Config
 from features.build import COUNTED_TYPES, SLOPE_WEIGHTS, WINDOWED_STEMS
-from features.catalog import KEY_COLUMNS, LABEL_COLUMN, META_COLUMNS, feature_names
+from features.catalog import (
+    CHANGE_TYPES,
+    KEY_COLUMNS,
+    LABEL_COLUMN,
+    META_COLUMNS,
+    PERCENTILE_SCORES,
+    feature_names,
+)
 from features.contract import TABLES, EventType, Kind
-from features.sources import SourceError, locate_tables
+from features.sources import SourceError, locate_tables, read_source_info
 
 DAY = pd.Timedelta(days=1)
 TYPE_OF_STEM = dict(COUNTED_TYPES)
@@ -48,9 +58,16 @@ def covered_features(config: Config) -> list[str]:
 
 
 def read_source(source: str | Path) -> dict[str, pd.DataFrame]:
-    """Load the four contract tables a feature build reads into pandas (events in full)."""
+    """Load the four contract tables a feature build reads into pandas (events in full).
+
+    The export time of `source.yaml`, if any, comes along as `tables["exported_at"]` (a
+    one-row frame) for `prepare`.
+    """
     found = locate_tables(source)
     tables = {}
+    exported = read_source_info(source).exported_at
+    if exported is not None:
+        tables["exported_at"] = pd.DataFrame({"exported_at": [pd.Timestamp(exported)]})
     for name in SOURCE_TABLES:
         if name not in found:
             raise SourceError(f"table {name!r} is missing from the source", table=name)
@@ -144,13 +161,23 @@ def prepare(tables: dict[str, pd.DataFrame], config: Config) -> Prepared:
         for t in (events.ts.max(), enr.enrolled_at.max(), enr.unenrolled_at.max())
         if not pd.isna(t)
     )
+    if "exported_at" in tables:  # the export time ends the data, as in the builder
+        data_end = tables["exported_at"]["exported_at"].iloc[0]
     events = events.dropna(subset=["ts"]).drop_duplicates()
 
-    asg = tables["assignments"][["assignment_id", "course_id", "due_at"]].drop_duplicates().copy()
+    asg = tables["assignments"].copy()
+    if "weight" not in asg:
+        asg["weight"] = np.nan
     asg["assignment_id"] = _as_str(asg["assignment_id"])
     asg["course_id"] = _as_str(asg["course_id"])
     asg["due_at"] = _utc(asg["due_at"])
-    asg = asg.dropna(subset=["due_at"])
+    asg["weight"] = asg["weight"].astype("float64")
+    # One deadline per (assignment, course, due time), the largest weight given for it.
+    asg = (
+        asg.groupby(["assignment_id", "course_id", "due_at"], as_index=False)["weight"]
+        .max()
+        .dropna(subset=["due_at"])
+    )
     return Prepared(courses, enr, events, asg, data_end, snapshots)
 
 
@@ -238,6 +265,13 @@ def snapshot_features(
         else np.nan
     )
 
+    views = past[past.event_type == EventType.LESSON_VIEW.value]
+    out["days_since_last_content_view"] = (
+        days_since(views.groupby("student_id").ts.max())
+        if EventType.LESSON_VIEW.value in seen
+        else np.nan
+    )
+
     raw_counts: dict[str, pd.Series] = {}  # per-type counts before nulling unknown types
     for w in fc.windows_days:
         window = past[past.ts >= t - pd.Timedelta(days=w)]
@@ -271,6 +305,15 @@ def snapshot_features(
     out["events_slope_28d"] = sum(w * weekly[i] for i, w in enumerate(SLOPE_WEIGHTS)) / sum(
         w * w for w in SLOPE_WEIGHTS
     )
+    for stem in CHANGE_TYPES:
+        etype = TYPE_OF_STEM[stem]
+        of_type = past[past.event_type == etype]
+        last = per_student(of_type[of_type.ts >= t - week].groupby("student_id").size(), 0)
+        earlier = of_type[(of_type.ts >= t - 2 * week) & (of_type.ts < t - week)]
+        before = per_student(earlier.groupby("student_id").size(), 0)
+        out[f"{stem}_change_7d"] = (
+            ((last - before) / before).where(before > 0) if etype in seen else np.nan
+        )
 
     # Deadlines: every assignment due before t, for every enrolment in the population.
     recent_span = pd.Timedelta(days=max(fc.windows_days))
@@ -297,6 +340,31 @@ def snapshot_features(
     out["on_time_share"] = (n_on_time / n_due).where(n_due > 0)
     out[f"deadlines_due_{max(fc.windows_days)}d"] = per_student(counts["due_recent"], 0)
     out[f"deadlines_missed_{max(fc.windows_days)}d"] = per_student(counts["missed_recent"], 0)
+
+    # Deadline position: the passed deadlines in (due time, id) order, the latest last.
+    pairs["missed"] = pairs.submit_at.isna() | (pairs.submit_at >= t)
+    ordered = pairs.sort_values(["student_id", "due_at", "assignment_id"], kind="stable")
+    latest = ordered.groupby("student_id").tail(1).set_index("student_id")
+    out["latest_deadline_missed"] = per_student(latest["missed"].astype("float64"))
+    last_miss = ordered[ordered.missed].groupby("student_id").due_at.max()
+    out["days_since_missed_deadline"] = per_student((t - last_miss) / DAY)
+    for name, state in (("submission_streak", False), ("missed_streak", True)):
+        streaks = {}
+        for student, rows in ordered.groupby("student_id", sort=False):
+            flags = rows["missed"].to_numpy()[::-1]
+            broken = np.flatnonzero(flags != state)
+            streaks[student] = float(broken[0] if len(broken) else len(flags))
+        out[name] = per_student(pd.Series(streaks, dtype="float64"), 0.0)
+    upcoming = run.assignments[run.assignments.due_at >= t].sort_values(
+        ["due_at", "assignment_id"], kind="stable"
+    )
+    if len(upcoming):
+        first = upcoming.iloc[0]
+        out["days_to_next_deadline"] = (first.due_at - t) / DAY
+        out["next_deadline_weight"] = first.weight
+    else:
+        out["days_to_next_deadline"] = np.nan
+        out["next_deadline_weight"] = np.nan
 
     scored = submits[submits.value.notna()]
     out["score_mean"] = per_student(scored.groupby("student_id").value.mean())
@@ -331,10 +399,14 @@ def snapshot_features(
     out["course_elapsed_share"] = (t - run.start) / length if length > pd.Timedelta(0) else np.nan
     out["days_since_enrolment"] = (t - out["enrolled_at"]) / DAY
     out["course_length_days"] = length / DAY
+    out["registration_lead_days"] = (run.start - out["enrolled_at"]) / DAY
     w_last = fc.windows_days[-1]
     # Percentiles rank the counts themselves, zeros included, even where the type is unknown.
     out[f"events_{w_last}d_pct_in_run"] = _percent_rank(out[f"events_{w_last}d"])
     out[f"submissions_{w_last}d_pct_in_run"] = _percent_rank(raw_counts[f"submissions_{w_last}d"])
+    for score in PERCENTILE_SCORES:  # among the students with a score
+        scored_values = out[score].dropna()
+        out[f"{score}_pct_in_run"] = _percent_rank(scored_values).reindex(index)
 
     horizon = pd.Timedelta(days=config.snapshots.horizon_days)
     unenrolled = pop.set_index("student_id").unenrolled_at

@@ -245,6 +245,8 @@ class SplitConfig(Section):
     cutoff: str | None = None
     validation_share: float = Field(0.2, gt=0, lt=1)
     embargo: bool = True
+    max_test_share: float = Field(0.5, gt=0, lt=1)
+    course_start_fallback: Literal["cutoff", "error"] = "cutoff"
 
 
 class LogisticConfig(Section):
@@ -266,6 +268,24 @@ DEFAULT_LGB_PARAMS: dict[str, Any] = {
 }
 
 
+DEFAULT_TUNING_SPACE: dict[str, list[Any]] = {
+    "learning_rate": [0.01, 0.2, "log"],
+    "num_leaves": [7, 63],
+    "min_child_samples": [20, 500, "log"],
+    "feature_fraction": [0.4, 1.0],
+    "lambda_l2": [0.01, 30.0, "log"],
+}
+
+
+class TuningConfig(Section):
+    """Optuna search (models/tuning.py): trials, and [low, high(, "log")] per LightGBM param."""
+
+    enabled: bool = False  # `notalone train` tunes before fitting (trials logged to MLflow)
+    n_trials: int = Field(20, ge=1)
+    study_name: str = "notalone-lightgbm"
+    space: dict[str, list[Any]] = Field(default_factory=lambda: dict(DEFAULT_TUNING_SPACE))
+
+
 class ModelConfig(Section):
     """LightGBM, its imbalance handling and the probability calibration."""
 
@@ -282,7 +302,9 @@ class ModelConfig(Section):
     prob_clip: float = Field(1e-6, gt=0, lt=0.5)
     tie_break: float = Field(1e-6, ge=0, lt=1e-3)
     refit_on_validation: bool = True
+    allow_logistic_champion: bool = True
     logistic: LogisticConfig = LogisticConfig()
+    tuning: TuningConfig = TuningConfig()
 
 
 class EvaluationConfig(Section):
@@ -374,6 +396,17 @@ class TriggerRule(RoutingRule):
 
     feature: str
     reason_group: str | None = None
+    # Onset semantics (interventions.triggers): the trigger fires when its condition starts (it
+    # did not hold at the student's previous scoring), and again only after
+    # `scoring.trigger_cooldown_days` and only when `severity` (a feature) grew by `worse_by`
+    # since the last firing. Without `severity`, a new onset after the cooldown fires again.
+    # `onset: false` fires whenever the condition holds (the old behaviour).
+    severity: str | None = None
+    worse_by: float = Field(1.0, gt=0)
+    # ...and by this factor: 2 = only when it doubled (1, 2, 4, 8 missed deadlines), so a
+    # student who keeps missing weekly work is not written to every cooldown.
+    worse_ratio: float = Field(1.0, ge=1)
+    onset: bool = True
 
 
 def _cond(feature: str, op: str, value: float | None = None) -> ScoringCondition:
@@ -383,22 +416,22 @@ def _cond(feature: str, op: str, value: float | None = None) -> ScoringCondition
 DEFAULT_TRIGGERS: tuple[TriggerRule, ...] = (
     TriggerRule(
         name="stopped_submitting",
-        feature="days_since_last_submission",
-        reason_group="submissions",
+        feature="deadlines_missed_28d",
+        reason_group="deadlines",
         tier="curator",
         action="write_first",
         when=ScoringCondition(
-            any_of=(
-                _cond("days_since_last_submission", ">=", 14),
-                ScoringCondition(
-                    all_of=(
-                        _cond("days_since_last_submission", "missing"),
-                        _cond("deadlines_due", ">=", 1),
-                        _cond("days_since_enrolment", ">=", 14),
-                    )
-                ),
+            all_of=(
+                _cond("deadlines_missed_28d", ">=", 1),
+                _cond("submissions_14d", "==", 0),
+                # "none in 14 days" needs 14 days in the course (a late first submission is not
+                # a stop)
+                _cond("days_since_enrolment", ">=", 14),
+                _cond("days_since_start", ">=", 14),
             )
         ),
+        severity="deadlines_missed",
+        worse_ratio=2.0,
     ),
     TriggerRule(
         name="many_questions",
@@ -407,6 +440,8 @@ DEFAULT_TRIGGERS: tuple[TriggerRule, ...] = (
         tier="mentor",
         action="offer_consultation",
         when=_cond("questions_14d", ">=", 5),
+        severity="questions_14d",
+        worse_ratio=2.0,
     ),
 )
 
@@ -504,6 +539,15 @@ class ScoringConfig(Section):
     report_histogram_bins: int = Field(20, ge=2)
     lock_wait_seconds: float = Field(300.0, ge=0)
     num_threads: int | None = Field(None, ge=1)
+    # Rule triggers fire again only this many days after their last firing (null: cooldown_days).
+    trigger_cooldown_days: int | None = Field(None, ge=0)
+    # Win-back section (interventions.winback): students silent for the whole horizon, or never
+    # active after their first weeks, get their own capped part of each list.
+    winback_capacity: int = Field(5, ge=0)
+    winback_inactive_days: int | None = Field(None, ge=1)  # null: snapshots.horizon_days
+    winback_first_weeks_days: int = Field(14, ge=1)
+    winback_tier: str = "curator"
+    winback_action: str = "win_back"
 
     @model_validator(mode="after")
     def _consistent(self) -> ScoringConfig:
@@ -538,10 +582,25 @@ class DriftConfig(Section):
             "course_length_days",
             "*_pct_in_run",
             "deadlines_due*",
+            "score_trend",
         ]
     )
-    stage_feature: str | None = "course_elapsed_share"
+    stage_feature: str | None = "days_since_start"
+    stage_width_days: int | None = Field(7, ge=1)  # exact weeks of course; null: quantile bins
     stage_bins: int = Field(5, ge=1)
+    noise_by_run: bool = True
+    run_column: str = "course_id"
+    min_run_rows: int = Field(20, ge=1)
+    max_stage_runs: int = Field(200, ge=2)
+    run_centred_features: list[str] = Field(
+        default_factory=lambda: [
+            "days_since_last_submission",
+            "days_since_last_activity",
+        ]
+    )
+    min_score_runs: int = Field(10, ge=1)
+    score_stage_feature: str | None = None
+    score_stage_width: float | None = Field(0.05, gt=0)
     min_validation_stage_rows: int = Field(200, ge=0)
     noise_quantile: float | None = Field(0.99, gt=0, lt=1)
     noise_draws: int = Field(1000, ge=1)
@@ -623,6 +682,23 @@ class WorkspaceAppConfig(Section):
         return self
 
 
+class MoodleConfig(Section):
+    """Moodle ingest (`notalone ingest moodle`, docs/moodle.md): table prefix, roles, event map.
+
+    The event map lives in `configs/moodle.yaml` (loaded by the command under the user's
+    --config); the bare model's map is empty, and every event name then counts as `activity`.
+    """
+
+    prefix: str = Field("mdl_", pattern=r"^[a-z0-9_]*$")
+    student_roles: tuple[str, ...] = ("student",)
+    curator_role: str = "teacher"  # Moodle's non-editing teacher; "editingteacher" also works
+    mentor_role: str | None = "mentor"  # a role the school creates; absent: no mentor_id
+    missing_curator_id: str = "unassigned"  # curator_id of students whose course has no curator
+    default_event_type: str = "activity"  # event names not in the map
+    event_map: dict[str, str] = Field(default_factory=dict)
+    prefetch_batches: int = Field(4, ge=0)  # log batches read ahead by a thread (0: none)
+
+
 class ExperimentConfig(Section):
     """The randomised hold-out (docs/holdout.md): a share of the students who would be listed is
     drawn into a control arm that is shown on no list, and the effect measure comparing arms."""
@@ -666,6 +742,7 @@ class Config(Section):
     demo: DemoConfig = DemoConfig()
     workspace_app: WorkspaceAppConfig = WorkspaceAppConfig()
     experiment: ExperimentConfig = ExperimentConfig()
+    moodle: MoodleConfig = MoodleConfig()
 
 
 class ConfigError(ValueError):

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -28,8 +28,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from configs.schema import Config
-from features.catalog import KEY_COLUMNS, LABEL_COLUMN, META_COLUMNS, feature_names
+from features.catalog import (
+    CHANGE_TYPES,
+    KEY_COLUMNS,
+    LABEL_COLUMN,
+    META_COLUMNS,
+    PERCENTILE_SCORES,
+    feature_names,
+)
 from features.contract import ATTR_PREFIX, EVENTS, EventType
+from features.deadlines import DueList, deadline_features
 from features.errors import NotaloneError
 from features.sources import SourceError, connect, register_views
 
@@ -47,6 +55,8 @@ COUNTED_TYPES: tuple[tuple[str, str], ...] = (
 )
 # Windowed features per type; questions and tickets get the support window only.
 WINDOWED_STEMS = ("lesson_views", "lesson_completions", "submissions", "quiz_attempts", "logins")
+# Week-on-week change per event type (click sources): the same stems as the catalogue's.
+CHANGE_STEMS = CHANGE_TYPES
 SLOPE_WEIGHTS = (-1.5, -0.5, 0.5, 1.5)  # least-squares slope over 4 equally spaced weeks
 BITMASK_DAYS = 63  # days of a bin that fit in a BIGINT bit mask (active-day counting)
 
@@ -261,6 +271,7 @@ def _rollups(
         for i, (stem, _) in enumerate(COUNTED_TYPES)
     )
     login_code = next(i for i, (_, t) in enumerate(COUNTED_TYPES) if t == login)
+    view_code = next(i for i, (_, t) in enumerate(COUNTED_TYPES) if t == EventType.LESSON_VIEW)
     # Every enrollment's bin grid spans its history and label horizon; bins outside it are
     # clamped into its first/last bin, so cumulative sums lose nothing.
     con.execute(
@@ -290,11 +301,13 @@ def _rollups(
         CREATE OR REPLACE TEMP TABLE activity_bins AS
         SELECT b.eid, LEAST(GREATEST(b.bin, g.lo), g.hi) AS bin,
                sum(n_events) AS n_events, sum(n_active_days) AS n_active_days, {sums},
-               max(last_s) AS last_s, max(last_login_s) AS last_login_s
+               max(last_s) AS last_s, max(last_login_s) AS last_login_s,
+               max(last_view_s) AS last_view_s
         FROM (
             SELECT eid, bin, count(*) AS n_events, {active_days} AS n_active_days, {type_counts},
                    max(ts_s) AS last_s,
-                   max(ts_s) FILTER (WHERE type_code = {login_code}) AS last_login_s
+                   max(ts_s) FILTER (WHERE type_code = {login_code}) AS last_login_s,
+                   max(ts_s) FILTER (WHERE type_code = {view_code}) AS last_view_s
             FROM (SELECT eid, day, CAST(floor(day / {steps_per_day}) AS INTEGER) AS bin, ts_s,
                          CASE event_type {code} ELSE -1 END AS type_code
                   FROM ({_events_sql(con, duplicates)}))
@@ -349,10 +362,12 @@ def _deadlines(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     # Clamp into the enrollment's bin grid (as events are): a deadline long before the grid must
     # still count in the cumulative sums, or "missed" would go negative at scoring time.
     lo, hi = f"n.k_first - {plan.lookback_bins + 1}", f"n.k_last + {plan.horizon_bins}"
+    has_weight = _has_column(con, "raw_assignments", "weight")
+    weight = "max(CAST(weight AS DOUBLE))" if has_weight else "NULL::DOUBLE"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE due AS
-        SELECT e.eid,
+        SELECT e.eid, a.assignment_id, a.weight,
                LEAST(GREATEST(
                    CAST(floor((epoch(CAST(a.due_at AS TIMESTAMPTZ)) - n.anchor_s) / {step_s})
                         AS INTEGER), {lo}), {hi}) AS due_bin,
@@ -362,8 +377,9 @@ def _deadlines(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
                CASE WHEN f.submit_s IS NOT NULL THEN
                    LEAST(GREATEST(CAST(floor((f.submit_s - n.anchor_s) / {step_s}) AS INTEGER),
                                   {lo}), {hi}) END AS submit_bin
-        FROM (SELECT DISTINCT CAST(assignment_id AS VARCHAR) AS assignment_id,
-                     CAST(course_id AS VARCHAR) AS course_id, due_at FROM raw_assignments) a
+        FROM (SELECT CAST(assignment_id AS VARCHAR) AS assignment_id,
+                     CAST(course_id AS VARCHAR) AS course_id, due_at, {weight} AS weight
+              FROM raw_assignments GROUP BY ALL) a
         JOIN enr e ON e.course_id = a.course_id
         JOIN anchors n ON n.course_id = a.course_id
         LEFT JOIN first_submit f ON f.eid = e.eid AND f.item_id = a.assignment_id
@@ -394,6 +410,13 @@ def _deadlines(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
         GROUP BY ALL
         """
     )
+    # The deadline list itself, for the position features (features.deadlines), in list order.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE due_list AS
+        SELECT eid, assignment_id, due_s, due_bin, submit_bin, weight FROM due
+        """
+    )
     con.execute("DROP TABLE due")
     con.execute("DROP TABLE first_submit")
 
@@ -420,6 +443,7 @@ GRID_VALUES = (
     "last_s",
     "last_submit_s",
     "last_login_s",
+    "last_view_s",
     "score_sum",
     "score_last",
     "feedback_last",
@@ -473,6 +497,18 @@ def _fetch_grid(
             fill = 0.0 if c in GRID_ZERO_FILLED else np.nan
             grid[c][at] = np.ma.filled(np.ma.asarray(rows[c], dtype=float), fill)[inside]
     return grid
+
+
+def _fetch_due(con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> DueList:
+    """The deadline list of enrollments lo..hi, in (eid, due time, assignment) order."""
+    cols = con.execute(
+        f"""
+        SELECT eid, due_s::DOUBLE AS due_s, due_bin::DOUBLE AS due_bin,
+               submit_bin::DOUBLE AS submit_bin, weight::DOUBLE AS weight
+        FROM due_list WHERE eid BETWEEN {lo} AND {hi} ORDER BY eid, due_s, assignment_id
+        """
+    ).fetchnumpy()
+    return DueList.from_columns(cols)
 
 
 class _Windows:
@@ -544,6 +580,7 @@ def _window_features(
         "last_s": w.last_before(g["last_s"]),
         "last_submit_s": w.last_before(g["last_submit_s"]),
         "last_login_s": w.last_before(g["last_login_s"]),
+        "last_view_s": w.last_before(g["last_view_s"]),
     }
     for days, nb in zip(config.features.windows_days, plan.windows, strict=True):
         out[f"events_{days}d"] = w.before(g["n_events"], nb)
@@ -553,6 +590,9 @@ def _window_features(
     out["events_total"] = w.before(g["n_events"])
     week = [w.lag(g["n_events"], j) for j in range(1, len(SLOPE_WEIGHTS) + 1)]  # k-1, k-2, ...
     out["events_change_7d"] = _divide(week[0] - week[1], week[1])
+    for stem in CHANGE_STEMS:
+        last, before = w.lag(g[f"n_{stem}"], 1), w.lag(g[f"n_{stem}"], 2)
+        out[f"{stem}_change_7d"] = _divide(last - before, before)
     weights = np.array(SLOPE_WEIGHTS)
     out["events_slope_28d"] = sum(
         wt * y for wt, y in zip(weights, reversed(week), strict=True)
@@ -627,6 +667,7 @@ def _snapshot_rows(
     g: dict[str, np.ndarray],
     at: np.ndarray,
     f: dict[str, np.ndarray],
+    due: DueList,
     enr: pd.DataFrame,
     course_first: pd.DataFrame,
     plan: Plan,
@@ -668,7 +709,11 @@ def _snapshot_rows(
         "days_since_last_login": np.where(
             known("logins"), (t_s - f["last_login_s"]) / DAY_SECONDS, np.nan
         ),
+        "days_since_last_content_view": np.where(
+            known("lesson_views"), (t_s - f["last_view_s"]) / DAY_SECONDS, np.nan
+        ),
     }
+    cols |= deadline_features(due, g["eid"][at], k, t_s)
     for name in feature_names(config.features):
         if name in cols or name not in f:
             continue
@@ -684,6 +729,7 @@ def _snapshot_rows(
     cols["course_elapsed_share"] = _divide(t_s - start, end - start)
     cols["days_since_enrolment"] = (t_s - info["enrolled_s"].to_numpy()) / DAY_SECONDS
     cols["course_length_days"] = (end - start) / DAY_SECONDS
+    cols["registration_lead_days"] = (start - info["enrolled_s"].to_numpy()) / DAY_SECONDS
     last_w = config.features.windows_days[-1]
     # One group per (course run, snapshot): course codes are small, k fits beside them.
     k_span, k_min = (int(k.max() - k.min()) + 1, int(k.min())) if len(k) else (1, 0)
@@ -691,13 +737,31 @@ def _snapshot_rows(
     for stem in ("events", "submissions"):
         counts = f[f"{stem}_{last_w}d"]  # raw counts: rank even where the type is unknown
         cols[f"{stem}_{last_w}d_pct_in_run"] = _percent_rank(counts, group)
+    for score in PERCENTILE_SCORES:
+        # Among the students of the run and week who have a score (no score: no percentile).
+        values = f[score]
+        scored = ~np.isnan(values)
+        ranked = np.full(len(values), np.nan)
+        ranked[scored] = _percent_rank(values[scored], group[scored])
+        cols[f"{score}_pct_in_run"] = ranked
     for a in attrs:
         cols[a] = info[a].to_numpy()
     return pd.DataFrame(cols, copy=False)
 
 
 def data_end(con: duckdb.DuckDBPyConnection) -> float:
-    """The last moment the source knows about (epoch seconds): labels need t + horizon <= it."""
+    """The last moment the source knows about (epoch seconds): labels need t + horizon <= it.
+
+    The export time when the source has one (`source.yaml` or `--exported-at`, recorded by
+    `open_source` / `register_views`), else the last timestamp seen.
+    """
+    (present,) = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'source_info'"
+    ).fetchall()[0]
+    if present:
+        (exported,) = con.execute("SELECT max(exported_s) FROM source_info").fetchall()[0]
+        if exported is not None:
+            return float(exported)
     (end_s,) = con.execute(
         """
         SELECT greatest(
@@ -709,6 +773,19 @@ def data_end(con: duckdb.DuckDBPyConnection) -> float:
     if end_s is None:
         raise FeatureError("the source has no timestamps: is it empty?")
     return float(end_s)
+
+
+def source_data_end(source: str | Path, exported_at: datetime | None = None) -> datetime:
+    """`data_end` of a source folder as an aware UTC datetime (for "already gone" and friends).
+
+    `exported_at` overrides `source.yaml`; without either, the last timestamp in the source.
+    """
+    con = connect()
+    try:
+        register_views(con, source, exported_at)
+        return datetime.fromtimestamp(data_end(con), UTC)
+    finally:
+        con.close()
 
 
 def _course_chunks(enr: pd.DataFrame, grid_rows: pd.Series, max_rows: int) -> list[tuple[int, int]]:
@@ -789,7 +866,10 @@ def iter_feature_chunks(
                 continue
             at = _snapshot_index(grid, enr, plan)
             feats = _window_features(grid, at, plan, config)
-            frame = _snapshot_rows(grid, at, feats, enr, course_first, plan, config, attrs, end_s)
+            due = _fetch_due(con, lo, hi)
+            frame = _snapshot_rows(
+                grid, at, feats, due, enr, course_first, plan, config, attrs, end_s
+            )
             yield _finish_frame(frame, config)
     except duckdb.Error as exc:
         raise FeatureError(
@@ -824,13 +904,21 @@ def _empty_frame(config: Config) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def open_source(source: str | Path, config: Config, temp_dir: Path | None = None):
-    """A DuckDB connection with the source's tables registered as `raw_*` views."""
+def open_source(
+    source: str | Path,
+    config: Config,
+    temp_dir: Path | None = None,
+    exported_at: datetime | None = None,
+):
+    """A DuckDB connection with the source's tables registered as `raw_*` views.
+
+    `exported_at` overrides the export time of `source.yaml` (the `--exported-at` option).
+    """
     con = connect(
         config.features.duckdb_memory_limit, config.features.duckdb_threads, temp_dir=temp_dir
     )
     try:
-        register_views(con, source)
+        register_views(con, source, exported_at)
     except BaseException:
         con.close()
         raise
@@ -854,9 +942,13 @@ def build_feature_frame(
     progress: Progress | None = None,
     temp_dir: Path | None = None,
     duplicate_events: bool | None = None,
+    exported_at: datetime | None = None,
 ) -> pd.DataFrame:
-    """All weekly snapshots with labels (`as_of=None`) or one snapshot at `as_of`, as pandas."""
-    con = open_source(source, config, temp_dir)
+    """All weekly snapshots with labels (`as_of=None`) or one snapshot at `as_of`, as pandas.
+
+    `exported_at`: the export time (default: `source.yaml`'s, else the last timestamp).
+    """
+    con = open_source(source, config, temp_dir, exported_at)
     try:
         chunks = list(iter_feature_chunks(con, config, as_of, progress, duplicate_events))
     finally:
@@ -878,6 +970,7 @@ def write_feature_file(
     progress: Progress | None = None,
     temp_dir: Path | None = None,
     duplicate_events: bool | None = None,
+    exported_at: datetime | None = None,
 ) -> int:
     """Write the snapshot frame to Parquet chunk by chunk (bounded memory); returns the row count.
 
@@ -888,7 +981,7 @@ def write_feature_file(
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     parts = _ParquetParts(tmp)
-    con = open_source(source, config, temp_dir)
+    con = open_source(source, config, temp_dir, exported_at)
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-writer") as pool:
             pending: Future | None = None

@@ -68,6 +68,8 @@ ENROLLMENTS = TableSpec(
         Column("unenrolled_at", Kind.TIMESTAMP, nullable=True),
         Column("curator_id", Kind.STRING),
         Column("mentor_id", Kind.STRING, required=False, nullable=True),
+        # Curator-facing pages and files only (the messages' {first_name}); never MLflow.
+        Column("display_name", Kind.STRING, required=False, nullable=True),
     ),
     key=("student_id", "course_id"),
     attr_prefix=ATTR_PREFIX,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pandas as pd
 from configs.schema import OuladConfig
 from features.contract import ATTR_PREFIX, EVENT_TYPES, VALUE_RANGES, EventType
 from features.errors import NotaloneError
+from features.sources import SourceInfo
 
 TS_DTYPE = "datetime64[us, UTC]"
 PRESENTATION_KEYS = ["code_module", "code_presentation"]
@@ -109,6 +111,27 @@ class OuladContract:
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows left out
     notes: dict[str, int] = field(default_factory=dict)  # fact -> rows kept but worth knowing
     click_courses: tuple[str, ...] = ()  # course runs whose events include clicks
+
+    @property
+    def exported_at(self) -> datetime:
+        """The export time written to source.yaml: the midnight after the last OULAD day.
+
+        OULAD covers every presentation to its last day (day `length`, whose rows sit at 12:00
+        after `end_at`), so nothing can have happened unrecorded before the midnight after the
+        latest course end or the latest observed row, whichever is later.
+        """
+        observed = [
+            self.courses["end_at"].max(),
+            self.events["ts"].max(),
+            self.enrollments["enrolled_at"].max(),
+            self.enrollments["unenrolled_at"].max(),
+        ]
+        latest = max(pd.Timestamp(t) for t in observed if pd.notna(t))
+        return (latest.floor("D") + pd.Timedelta(days=1)).to_pydatetime()
+
+    def source_info(self) -> SourceInfo:
+        """What `source.yaml` beside the tables says (the export time)."""
+        return SourceInfo(exported_at=self.exported_at)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         return {

@@ -13,11 +13,12 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import yaml
 
 from features.contract import TABLES
 from features.errors import NotaloneError
@@ -96,8 +97,86 @@ def connect(
     return con
 
 
-def register_views(con: duckdb.DuckDBPyConnection, source: str | Path) -> dict[str, TableFile]:
-    """Create one view per table found (`raw_<name>`) reading the files in place."""
+SOURCE_INFO_FILE = "source.yaml"  # optional, beside the tables: `exported_at: <ISO time, UTC>`
+SOURCE_INFO_KEYS = ("exported_at",)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a source says about itself (`source.yaml`); every field optional.
+
+    `exported_at`: when the tables were exported. Nothing happened in the source between its
+    last row and this moment, so labels ("unenrolled / inactive within the horizon") and "already
+    gone" may count up to it; without it the last timestamp seen stands in.
+    """
+
+    exported_at: datetime | None = None
+
+
+def parse_exported_at(value: object, where: str = SOURCE_INFO_FILE) -> datetime:
+    """An export time as an aware UTC datetime (naive values are taken as UTC)."""
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise SourceError(
+            f"{where}: exported_at {value!r} is not a timestamp",
+            table="source",
+            column="exported_at",
+        ) from exc
+    if pd.isna(ts):
+        raise SourceError(f"{where}: exported_at is empty", table="source", column="exported_at")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.to_pydatetime()
+
+
+def read_source_info(source: str | Path) -> SourceInfo:
+    """Read `source.yaml` beside the tables; an absent file is an empty `SourceInfo`."""
+    path = Path(source) / SOURCE_INFO_FILE
+    if not path.is_file():
+        return SourceInfo()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SourceError(f"cannot read {path}: {exc}", table="source") from exc
+    if not isinstance(data, dict):
+        raise SourceError(f"{path} must hold a mapping (e.g. exported_at: ...)", table="source")
+    unknown = sorted(set(data) - set(SOURCE_INFO_KEYS))
+    if unknown:
+        raise SourceError(
+            f"{path}: unknown keys {', '.join(map(str, unknown))} (known: "
+            f"{', '.join(SOURCE_INFO_KEYS)})",
+            table="source",
+        )
+    exported = data.get("exported_at")
+    return SourceInfo(exported_at=None if exported is None else parse_exported_at(exported, path))
+
+
+def write_source_info(folder: str | Path, info: SourceInfo) -> Path:
+    """Write `source.yaml` (atomically: a temporary file renamed into place)."""
+    path = Path(folder) / SOURCE_INFO_FILE
+    data = {}
+    if info.exported_at is not None:
+        data["exported_at"] = info.exported_at.astimezone(UTC).isoformat()
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def set_exported_at(con: duckdb.DuckDBPyConnection, exported_at: datetime | None) -> None:
+    """Record the export time on a connection (`data_end` in features.build reads it)."""
+    value = "NULL" if exported_at is None else repr(float(exported_at.timestamp()))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE source_info AS SELECT {value}::DOUBLE AS exported_s")
+
+
+def register_views(
+    con: duckdb.DuckDBPyConnection, source: str | Path, exported_at: datetime | None = None
+) -> dict[str, TableFile]:
+    """Create one view per table found (`raw_<name>`) reading the files in place.
+
+    The export time (`exported_at`, else `source.yaml`'s) is recorded on the connection.
+    """
+    set_exported_at(con, exported_at or read_source_info(source).exported_at)
     tables = locate_tables(source)
     for name, tf in tables.items():
         try:
@@ -241,6 +320,18 @@ def all_contacts(source: str | Path) -> pd.DataFrame | None:
             "ts": pd.to_datetime(table["ts"], utc=True),
         }
     )
+
+
+def display_names_of(source: Path) -> pd.DataFrame | None:
+    """(student_id, display_name) from the source's enrollments, when it has that optional
+    column; for curator-facing pages only (never MLflow)."""
+    if "enrollments" not in locate_tables(source):
+        return None
+    enrollments = read_table(source, "enrollments")
+    if "display_name" not in enrollments.columns:
+        return None
+    names = enrollments[["student_id", "display_name"]].dropna(subset=["display_name"])
+    return names.astype("str").drop_duplicates("student_id")
 
 
 def course_titles(source: str | Path) -> pd.Series:

@@ -53,6 +53,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 
@@ -63,7 +64,7 @@ import pyarrow.parquet as pq
 
 from configs.schema import GeneratorConfig
 from features.contract import EVENT_TYPES, EventType
-from features.sources import write_table
+from features.sources import SourceInfo, write_source_info, write_table
 
 DAY_S = 86_400
 WEEK_S = 7 * DAY_S
@@ -973,6 +974,8 @@ def write_school(
     _truth(plan, quit_s, unenrolled_s).to_parquet(folder / TRUTH_FILE, index=False)
     summary = _summary(plan, quit_s, unenrolled_s, type_counts, max_ts, len(interventions))
     (folder / SCHOOL_FILE).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+    # The school is observed at its data end ("now"): nothing is written at or after it.
+    write_source_info(folder, SourceInfo(exported_at=datetime.fromtimestamp(cal.data_end_s, UTC)))
     return summary
 
 

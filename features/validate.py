@@ -58,12 +58,14 @@ from features.contract import (
 )
 from features.errors import NotaloneError
 from features.sources import (
+    SOURCE_INFO_FILE,
     SourceError,
     TableFile,
     connect,
     csv_header_line,
     csv_lines_sql,
     locate_tables,
+    read_source_info,
 )
 
 Severity = Literal["error", "warning"]
@@ -172,11 +174,15 @@ def require_valid(
 
 
 def validate_source(
-    source: Path, config: ValidationConfig, temp_dir: Path | None = None
+    source: Path,
+    config: ValidationConfig,
+    temp_dir: Path | None = None,
+    exported_at: datetime | None = None,
 ) -> ValidationReport:
     """Check a source folder against the contract; never raises for bad data, only reports it.
 
     Raises `SourceError` only when `source` is not a folder. `temp_dir` is where DuckDB spills.
+    `exported_at` (else `source.yaml`'s): no observed timestamp may lie after it.
     """
     source = Path(source)
     con = connect(config.duckdb_memory_limit, config.duckdb_threads, temp_dir)
@@ -185,7 +191,7 @@ def validate_source(
     with contextlib.suppress(duckdb.Error):
         con.execute("SET enable_progress_bar = false")
     try:
-        return _Validator(con, source, config).run()
+        return _Validator(con, source, config, exported_at).run()
     finally:
         con.close()
 
@@ -258,11 +264,27 @@ def _type_family(duck_type: str) -> str:
     return "other"
 
 
+# Timestamps of things that happened (not planned dates such as deadlines or course ends): none
+# may lie after the source's export time.
+OBSERVED_TIMESTAMPS = {
+    "enrollments": ("enrolled_at", "unenrolled_at"),
+    "events": ("ts",),
+    "interventions": ("ts",),
+}
+
+
 class _Validator:
-    def __init__(self, con: duckdb.DuckDBPyConnection, source: Path, config: ValidationConfig):
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        source: Path,
+        config: ValidationConfig,
+        exported_at: datetime | None = None,
+    ):
         self.con = con
         self.source = source
         self.config = config
+        self.exported_at = exported_at
         self.problems: list[Problem] = []
         self.tables: dict[str, _Table] = {}
         # Key tables for cross-table checks; present only when built from usable columns.
@@ -349,6 +371,11 @@ class _Validator:
                 raise
             self.add(ERROR, exc.table, None, "unreadable", str(exc))
             return self.report()
+        if self.exported_at is None:
+            try:
+                self.exported_at = read_source_info(self.source).exported_at
+            except SourceError as exc:
+                self.add(ERROR, "source", exc.column, "source_info", str(exc))
         for name in REQUIRED_TABLES:
             if name not in found:
                 self.add(
@@ -632,6 +659,21 @@ class _Validator:
             checks.append(self.outside_course(table, "due_at"))
         if name == "events":
             checks += self.event_checks(table, joins, has_bounds)
+        if self.exported_at is not None:
+            exported = _literal(self.exported_at.isoformat())
+            for column in OBSERVED_TIMESTAMPS.get(name, ()):
+                if column in typed:
+                    checks.append(
+                        _RowCheck(
+                            ERROR,
+                            column,
+                            "after_exported_at",
+                            f"timestamps after the source's export time exported_at = "
+                            f"{self.exported_at.isoformat()} ({SOURCE_INFO_FILE} or "
+                            "--exported-at)",
+                            f"{typed[column]} > TIMESTAMPTZ {exported}",
+                        )
+                    )
         self.run_row_checks(table, checks, " ".join(joins))
 
     def event_checks(self, table: _Table, joins: list[str], has_bounds: bool) -> list[_RowCheck]:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from configs.schema import ExperimentConfig, ScoringConfig
-from interventions.ranking import capacities
+from interventions.ranking import capacities, section_codes, sorted_codes
 
 ARM_CONTROL = "control"
 ARM_LISTED = "listed"
@@ -114,21 +114,28 @@ def draw_arms(
 
 def withhold(ranking: pd.DataFrame, control: np.ndarray, scoring: ScoringConfig) -> pd.DataFrame:
     """The ranking with the `control` rows on no list (hold_back "control", not eligible) and
-    each curator's capacity filled by the next eligible students in `curator_order`."""
+    each curator's capacity (per section: early warning, win-back) filled by the next eligible
+    students in `curator_order`."""
     out = ranking.copy()
     control = np.asarray(control, dtype=bool)
     eligible = out["eligible"].to_numpy(dtype=bool) & ~control
-    curator = out["curator_id"].astype("str").to_numpy()
-    order = np.lexsort((out["curator_order"].to_numpy(dtype=np.int64), ~eligible, curator))
+    section = section_codes(out)
+    curator = sorted_codes(out["curator_id"])
+    order = np.lexsort((out["curator_order"].to_numpy(dtype=np.int64), ~eligible, section, curator))
     n = len(out)
-    cur_sorted = curator[order]
+    group = (curator * 2 + section)[order]
     new_group = np.ones(n, dtype=bool)
     if n:
-        new_group[1:] = cur_sorted[1:] != cur_sorted[:-1]
+        new_group[1:] = group[1:] != group[:-1]
     group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
     position = np.empty(n, dtype=np.int64)
-    position[order] = np.arange(n) - group_start
-    listed = eligible & (position < capacities(out["curator_id"].astype("str"), scoring))
+    position[order] = np.arange(n) - group_start  # within (curator, section)
+    cap = np.where(
+        section == 1,
+        scoring.winback_capacity,
+        capacities(out["curator_id"].astype("str"), scoring),
+    )
+    listed = eligible & (position < cap)
     rank = pd.array(np.where(listed, position + 1, 0), dtype="Int64")
     rank[~listed] = pd.NA
     hold = out["hold_back"].astype("object").to_numpy().copy()

@@ -78,3 +78,30 @@ def choose_messages(
         },
         index=index,
     )
+
+
+def first_name(display_name: str | None) -> str | None:
+    """The first word of a display name (None when there is none)."""
+    parts = (display_name or "").split()
+    return parts[0] if parts else None
+
+
+def fill_message(message: str, display_name: str | None) -> str:
+    """The suggested message with the student's first name when a display name is known; the
+    `{first_name}` placeholder stays for the curator's mail tool otherwise."""
+    name = first_name(display_name)
+    return message.replace("{first_name}", name) if name else message
+
+
+def with_first_names(lists: pd.DataFrame, names: pd.DataFrame | None) -> pd.DataFrame:
+    """Curator lists (`student`, `message` columns) with first names filled in from
+    `names` (student_id, display_name): for curator-facing files only, never MLflow."""
+    if names is None or lists.empty:
+        return lists
+    by_student = dict(zip(names["student_id"], names["display_name"], strict=True))
+    out = lists.copy()
+    out["message"] = [
+        fill_message(m, by_student.get(s))
+        for s, m in zip(out["student"], out["message"], strict=True)
+    ]
+    return out

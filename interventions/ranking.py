@@ -12,6 +12,11 @@ Order within a curator (highest expected benefit first, with the risk as the ben
 3. then the highest risk;
 4. ties broken by student_id, then course_id, so the same inputs give the same lists.
 
+With a `section` column (`interventions.winback`), each curator's list has two parts ranked
+apart: early warning (capacity as above) first, then win-back (`scoring.winback_capacity`,
+ordered by `section_priority`, smaller first, then risk). A win-back student never takes an
+early-warning slot; `rank` restarts at 1 in each section.
+
 Everyone stays in the ranking: `listed`, `rank` (1..capacity, missing when not listed) and
 `hold_back` ("cooldown" or "capacity", missing when listed) say what happened to whom.
 """
@@ -24,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from configs.schema import ScoringConfig
+from interventions.winback import EARLY_WARNING, WIN_BACK
 
 HOLD_COOLDOWN = "cooldown"
 HOLD_CAPACITY = "capacity"
@@ -75,13 +81,23 @@ def sorted_codes(values: pd.Series) -> np.ndarray:
     return codes
 
 
-def rank_for_curators(table: pd.DataFrame, as_of: datetime, config: ScoringConfig) -> pd.DataFrame:
-    """Apply cooldown and capacity per curator.
+def section_codes(table: pd.DataFrame) -> np.ndarray:
+    """0 for early warning (also when there is no `section` column), 1 for win-back."""
+    if "section" not in table.columns:
+        return np.zeros(len(table), dtype=np.int64)
+    section = table["section"].astype("str").to_numpy(dtype=object, na_value=None)
+    return (section == WIN_BACK).astype(np.int64)
 
-    `table` needs curator_id, student_id, course_id, risk, change, triggered, last_contact_at.
-    Returns (same index) in_cooldown, cooldown_lifted (contacted but the risk jumped), eligible,
-    listed, rank (Int64, missing when not listed), hold_back, and curator_order (0-based position
-    within the curator's whole ordering, for stable sorting of outputs).
+
+def rank_for_curators(table: pd.DataFrame, as_of: datetime, config: ScoringConfig) -> pd.DataFrame:
+    """Apply cooldown and capacity per curator (and per section, when `table` has `section`).
+
+    `table` needs curator_id, student_id, course_id, risk, change, triggered, last_contact_at;
+    optionally section (early_warning | win_back) and section_priority (smaller first within a
+    section). Returns (same index) in_cooldown, cooldown_lifted (contacted but the risk jumped),
+    eligible, listed, rank (Int64, 1.. within the section, missing when not listed), hold_back,
+    and curator_order (0-based position within the curator's whole ordering, early warning
+    first, for stable sorting of outputs).
     """
     n = len(table)
     risk = table["risk"].to_numpy(dtype="float64", na_value=np.nan)
@@ -96,6 +112,12 @@ def rank_for_curators(table: pd.DataFrame, as_of: datetime, config: ScoringConfi
         held &= ~triggered
     eligible = ~held
 
+    section = section_codes(table)
+    priority = (
+        table["section_priority"].to_numpy(dtype="float64", na_value=np.inf)
+        if "section_priority" in table.columns
+        else np.zeros(n)
+    )
     # lexsort: last key is primary. Missing risks sort last.
     sort_risk = np.where(np.isnan(risk), -np.inf, risk)
     curator_code = sorted_codes(table["curator_id"])
@@ -104,21 +126,18 @@ def rank_for_curators(table: pd.DataFrame, as_of: datetime, config: ScoringConfi
             sorted_codes(table["course_id"]),
             sorted_codes(table["student_id"]),
             -sort_risk,
+            priority,
             ~triggered,
             ~eligible,
+            section,
             curator_code,
         )
     )
-    curators_sorted = curator_code[order]
-    new_group = np.ones(n, dtype=bool)
-    if n:
-        new_group[1:] = curators_sorted[1:] != curators_sorted[:-1]
-    group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
-    position = np.empty(n, dtype=np.int64)
-    position[order] = np.arange(n) - group_start
-    cap = capacities(table["curator_id"], config)
-    listed = eligible & (position < cap)
-    rank = pd.array(np.where(listed, position + 1, 0), dtype="Int64")
+    position = _positions(curator_code, order)  # within the curator's whole ordering
+    in_section = _positions(curator_code * 2 + section, order)  # within (curator, section)
+    cap = np.where(section == 1, config.winback_capacity, capacities(table["curator_id"], config))
+    listed = eligible & (in_section < cap)
+    rank = pd.array(np.where(listed, in_section + 1, 0), dtype="Int64")
     rank[~listed] = pd.NA
     hold = np.where(held, HOLD_COOLDOWN, np.where(listed, None, HOLD_CAPACITY))
     return pd.DataFrame(
@@ -135,7 +154,21 @@ def rank_for_curators(table: pd.DataFrame, as_of: datetime, config: ScoringConfi
     )
 
 
+def _positions(group_code: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """0-based position of each row within its group, in `order` (groups contiguous in it)."""
+    n = len(order)
+    grouped = group_code[order]
+    new_group = np.ones(n, dtype=bool)
+    if n:
+        new_group[1:] = grouped[1:] != grouped[:-1]
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n) - group_start
+    return position
+
+
 CSV_COLUMNS = (
+    "section",
     "rank",
     "student",
     "course",
@@ -158,12 +191,20 @@ def format_risk(values: pd.Series, decimals: int, signed: bool = False) -> pd.Se
 def curator_lists(
     ranking: pd.DataFrame, tiers: dict[str, str], actions: dict[str, str], decimals: int
 ) -> pd.DataFrame:
-    """Listed students in list order (curator, rank) with the curator CSV columns (all text) and
-    `curator_id`. Tier and action are shown with their labels."""
-    listed = ranking[ranking["listed"]].sort_values(["curator_id", "rank"], kind="stable")
+    """Listed students in list order (curator, section, rank) with the curator CSV columns (all
+    text) and `curator_id`. `section` is early_warning or win_back (early_warning when the
+    ranking has no sections). Tier and action are shown with their labels."""
+    listed = ranking[ranking["listed"]].assign(_section=lambda f: section_codes(f))
+    listed = listed.sort_values(["curator_id", "_section", "rank"], kind="stable")
+    section = (
+        listed["section"].astype("str")
+        if "section" in listed.columns
+        else pd.Series(EARLY_WARNING, index=listed.index, dtype="str")
+    )
     out = pd.DataFrame(
         {
             "curator_id": listed["curator_id"].astype("str"),
+            "section": section,
             "rank": listed["rank"].astype("int64").astype("str"),
             "student": listed["student_id"].astype("str"),
             "course": listed["course_id"].astype("str"),

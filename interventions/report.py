@@ -57,6 +57,9 @@ class ReportContext:
     # when the model has no training reference; None: no drift section at all.
     drift: pd.DataFrame | None = None
     drift_threshold: float | None = None
+    # The win-back section (interventions.winback), shown when the ranking has `section`.
+    winback_days: int | None = None
+    winback_capacity: int | None = None
 
 
 def _esc(value: object) -> str:
@@ -161,7 +164,9 @@ def curator_sections(ranking: pd.DataFrame, t: Texts, ctx: ReportContext) -> str
         triggered=("_listed_trigger", "sum"),
         held=("_held_cooldown", "sum"),
     )
-    listed = ranking[ranking["listed"]].sort_values(["curator_id", "rank"], kind="stable")
+    sectioned = "section" in ranking.columns
+    listed = ranking[ranking["listed"]].assign(_win_back=lambda f: _win_back(f))
+    listed = listed.sort_values(["curator_id", "_win_back", "rank"], kind="stable")
     fmt = f"{{:.{ctx.decimals}f}}"
     change = listed["change"].astype("float64")
     change_text = change.map(lambda v: "" if np.isnan(v) else f"{v:+.{ctx.decimals}f}")
@@ -190,7 +195,10 @@ def curator_sections(ranking: pd.DataFrame, t: Texts, ctx: ReportContext) -> str
         + _esc_series(listed["action"].map(t.actions))
         + "</td></tr>"
     )
-    body_by_curator = rows.groupby(listed["curator_id"].to_numpy(), sort=True).agg("".join)
+    win_back = listed["_win_back"].to_numpy(dtype=bool)
+    curator_of = listed["curator_id"].to_numpy()
+    body_by_curator = rows[~win_back].groupby(curator_of[~win_back], sort=True).agg("".join)
+    winback_by_curator = rows[win_back].groupby(curator_of[win_back], sort=True).agg("".join)
     header = "".join(
         f"<th>{_esc(r[k])}</th>"
         for k in (
@@ -217,12 +225,54 @@ def curator_sections(ranking: pd.DataFrame, t: Texts, ctx: ReportContext) -> str
         title, summary = _esc(title), _esc(summary)
         body = body_by_curator.get(cid)
         table = f"<table><tr>{header}</tr>{body}</table>" if body else f"<p>{_esc(r['nobody'])}</p>"
+        if sectioned:
+            back = winback_by_curator.get(cid)
+            back_table = (
+                f"<table><tr>{header}</tr>{back}</table>"
+                if back
+                else f"<p>{_esc(r['nobody_win_back'])}</p>"
+            )
+            table = (
+                f"<h4>{_esc(r['early_warning_heading'])}</h4>{table}"
+                f'<h4 class="win-back">{_esc(r["win_back"])}</h4>{back_table}'
+            )
         anchor = _esc(f"curator-{cid}")
         parts.append(
             f'<details id="{anchor}"><summary><b>{title}</b> '
             f'<span class="muted">{summary}</span></summary>{table}</details>'
         )
     return "\n".join(parts)
+
+
+def _win_back(ranking: pd.DataFrame) -> np.ndarray:
+    if "section" not in ranking.columns:
+        return np.zeros(len(ranking), dtype=bool)
+    return ranking["section"].astype("str").to_numpy(dtype=object, na_value=None) == "win_back"
+
+
+def winback_section(ranking: pd.DataFrame, ctx: ReportContext, t: Texts) -> str:
+    """The win-back overview (its own heading): who is in it and why, per curator and reason.
+    Empty when the ranking has no sections."""
+    if "section" not in ranking.columns:
+        return ""
+    r = t.report
+    back = _win_back(ranking)
+    listed = ranking["listed"].to_numpy(dtype=bool)
+    intro = render_one(
+        r["win_back_intro"],
+        {
+            "days": "" if ctx.winback_days is None else str(ctx.winback_days),
+            "capacity": "" if ctx.winback_capacity is None else str(ctx.winback_capacity),
+        },
+        t,
+    )
+    rows = [(r["active"], int(back.sum())), (r["win_back_listed"], int((back & listed).sum()))]
+    if "winback_reason" in ranking.columns:
+        reasons = ranking.loc[back, "winback_reason"].astype("str").value_counts().sort_index()
+        rows += [(str(k), int(v)) for k, v in reasons.items()]
+    return f'<h2 id="win-back">{_esc(r["win_back"])}</h2><p class=muted>{_esc(intro)}</p>' + _table(
+        rows, ["", r["count"]]
+    )
 
 
 def _psi_text(value: float, t: Texts) -> str:
@@ -287,6 +337,7 @@ def build_report(ranking: pd.DataFrame, ctx: ReportContext, texts: Texts) -> str
     r = texts.report
     risk = ranking["risk"].to_numpy(dtype="float64")
     listed_mask = ranking["listed"].to_numpy(dtype=bool)
+    early_listed = listed_mask & ~_win_back(ranking)
     triggered = ranking["triggered"].to_numpy(dtype=bool)
     hold = ranking["hold_back"].to_numpy(dtype=object, na_value=None)
     frame = ranking.assign(
@@ -307,6 +358,8 @@ def build_report(ranking: pd.DataFrame, ctx: ReportContext, texts: Texts) -> str
         (r["mean_risk"], round(mean_risk, d)),
         (high_label, f"{high_share:.1%}"),
     ]
+    if "section" in ranking.columns:
+        summary_rows.insert(2, (r["win_back_listed"], int((listed_mask & ~early_listed).sum())))
     if ctx.trend is not None and len(ctx.trend):
         last = ctx.trend.iloc[-1]
         summary_header = ["", ctx.as_of, f"{r['previous_week']} ({last['week']})"]
@@ -320,6 +373,8 @@ def build_report(ranking: pd.DataFrame, ctx: ReportContext, texts: Texts) -> str
             round(float(last["mean_risk"]), d),
             f"{float(last['high_share']):.1%}",
         ]
+        if "section" in ranking.columns:
+            previous_values.insert(2, "")
         rows = [(k, v, p) for (k, v), p in zip(summary_rows, previous_values, strict=True)]
     else:
         summary_header = ["", ctx.as_of]
@@ -382,6 +437,7 @@ def build_report(ranking: pd.DataFrame, ctx: ReportContext, texts: Texts) -> str
         _table(list(by_reason.items()), ["", r["count"]]),
         f"<h2>{_esc(r['by_trigger'])}</h2>",
         _table(by_trigger, ["", r["fired"], r["listed"]]),
+        winback_section(ranking, ctx, texts),
         f"<h2>{_esc(r['curator_lists'])}</h2>",
         curator_sections(frame, texts, ctx),
         "</body></html>",

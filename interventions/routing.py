@@ -32,6 +32,7 @@ def walk(condition: ScoringCondition) -> Iterator[ScoringCondition]:
 def condition_features(config: ScoringConfig) -> set[str]:
     """Every feature a trigger or rule reads (including the features triggers show)."""
     names = {t.feature for t in config.triggers}
+    names |= {t.severity for t in config.triggers if t.severity is not None}
     for rule in (*config.triggers, *config.rules):
         names |= {c.feature for c in walk(rule.when) if c.feature is not None}
     return names
@@ -109,18 +110,29 @@ def fire_triggers(frame: pd.DataFrame, config: ScoringConfig) -> pd.DataFrame:
     return out
 
 
+WIN_BACK_RULE = "win_back"
+
+
 def route(
     frame: pd.DataFrame,
     fired: pd.DataFrame,
     reason_groups: np.ndarray | None,
     config: ScoringConfig,
+    section: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """Columns tier, action and routed_by (trigger or rule name, or "default") per row."""
+    """Columns tier, action and routed_by (trigger or rule name, or "default") per row.
+
+    Rows whose `section` (same index as `frame`) is "win_back" go to `scoring.winback_tier` /
+    `winback_action` (routed_by "win_back") before any trigger or rule."""
     n = len(frame)
     tier = np.full(n, config.default_tier, dtype=object)
     action = np.full(n, config.default_action, dtype=object)
     routed_by = np.full(n, DEFAULT_RULE, dtype=object)
     decided = np.zeros(n, dtype=bool)
+    if section is not None:
+        decided = section.reindex(frame.index).astype("str").to_numpy(dtype=object) == WIN_BACK_RULE
+        tier[decided], action[decided] = config.winback_tier, config.winback_action
+        routed_by[decided] = WIN_BACK_RULE
     for trigger in config.triggers:
         take = fired[f"trigger_{trigger.name}"].to_numpy(dtype=bool) & ~decided
         tier[take], action[take], routed_by[take] = trigger.tier, trigger.action, trigger.name
@@ -144,6 +156,6 @@ def route(
 def tiers_and_actions(config: ScoringConfig) -> tuple[set[str], set[str]]:
     """Every tier and action the config can produce (to check the message files cover them)."""
     rules = (*config.triggers, *config.rules)
-    tiers = {config.default_tier, *(r.tier for r in rules)}
-    actions = {config.default_action, *(r.action for r in rules)}
+    tiers = {config.default_tier, config.winback_tier, *(r.tier for r in rules)}
+    actions = {config.default_action, config.winback_action, *(r.action for r in rules)}
     return tiers, actions

@@ -1,9 +1,13 @@
-"""The week's ranking table and its words: who is listed, in which order, and why in words.
+"""The week's ranking and its words: who is listed, in which section and order, and why.
 
-Plain functions over the week's feature frame and risk (no IO): `ranking_table` applies the
-school's triggers, the cooldown after a recent contact and each curator's capacity;
-`explain_in_words` turns the model's contributions for the explained rows into reasons, a support
-tier, a first action and a suggested message.
+Plain functions over the week's feature frame and risk (no IO), called by the scorer and by the
+backtest replaying weeks. `rank_week`: the win-back section (`interventions.winback`), rule
+triggers that fire at onset and carry their state from the previous scoring
+(`interventions.triggers`), the cooldown after a recent contact and the ranking under capacity
+per curator and section. The caller reads the previous week's ranking and the contacts, and
+stores the result (its `state_*` columns are next week's input). `explain_in_words` turns the
+model's contributions for the explained rows into reasons, a support tier, a first action and a
+suggested message.
 """
 
 from __future__ import annotations
@@ -24,28 +28,40 @@ from interventions.reasons import (
     render_reasons,
     typical_values,
 )
-from interventions.routing import fire_triggers, route
+from interventions.routing import route
 from interventions.texts import Texts, render_entry
+from interventions.triggers import fire_onset_triggers
+from interventions.winback import WIN_BACK, assign_sections, winback_inactive_days
 
 # The columns that identify an enrollment in the week's tables.
-ENROLLMENT_KEYS = ["student_id", "course_id"]
+ENROLLMENT_KEYS = KEYS = ["student_id", "course_id"]
 
 
-def ranking_table(
+def rank_week(
     frame: pd.DataFrame,
     risk: np.ndarray,
-    previous: pd.DataFrame | None,
-    contacts: pd.DataFrame | None,
     as_of: datetime,
     config: Config,
+    previous_risk: pd.DataFrame | None = None,
+    previous_state: pd.DataFrame | None = None,
+    contacts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The ranking skeleton for every active enrollment: risk, change since `previous` (the
-    latest earlier scoring: student_id, course_id, risk), triggers, cooldown after `contacts`
-    (latest contact per enrollment), listed / rank / hold_back, and whether the row will be
-    explained. Index = frame's."""
-    keys = frame[ENROLLMENT_KEYS].astype("str")
-    previous_risk, change = risk_change(keys, risk, previous)
-    fired = fire_triggers(frame, config.scoring)
+    """Every active enrollment with: keys, curator/mentor, as_of, risk, previous_risk, change,
+    section, winback_reason, section_priority, trigger_<name> (fired this week), triggered,
+    triggers, state_<name>_* (to persist), last_contact_at, in_cooldown, cooldown_lifted,
+    eligible, listed, rank (within the section), hold_back, curator_order, explained.
+
+    `previous_risk`: student_id, course_id, risk of the previous scoring (None: first scoring).
+    `previous_state`: the trigger state of the previous scoring (`triggers.state_from_ranking`).
+    `contacts`: student_id, course_id, ts of recent curator contacts (None: none recorded).
+    Index = frame's.
+    """
+    sc = config.scoring
+    keys = frame[KEYS].astype("str")
+    prev_risk, change = risk_change(keys, risk, previous_risk)
+    sections = assign_sections(frame, winback_inactive_days(config), sc.winback_first_weeks_days)
+    win_back = sections["section"].to_numpy(dtype=object) == WIN_BACK
+    fired = fire_onset_triggers(frame, as_of, previous_state, sc, suppress=win_back)
     table = pd.DataFrame(
         {
             "student_id": keys["student_id"],
@@ -55,19 +71,16 @@ def ranking_table(
             if "mentor_id" in frame.columns
             else pd.Series(None, index=frame.index, dtype="str"),
             "as_of": frame["as_of"],
-            "risk": risk,
-            "previous_risk": previous_risk,
+            "risk": np.asarray(risk, dtype="float64"),
+            "previous_risk": prev_risk,
             "change": change,
         },
         index=frame.index,
     )
-    table = pd.concat([table, fired], axis=1)
-    table["last_contact_at"] = last_contact(keys, contacts)
-    table["last_contact_at"] = pd.to_datetime(table["last_contact_at"], utc=True)
-    table = pd.concat([table, rank_for_curators(table, as_of, config.scoring)], axis=1)
-    table["explained"] = (
-        True if config.scoring.explain == "all" else table["listed"].to_numpy(dtype=bool)
-    )
+    table = pd.concat([table, sections, fired], axis=1)
+    table["last_contact_at"] = pd.to_datetime(last_contact(keys, contacts), utc=True)
+    table = pd.concat([table, rank_for_curators(table, as_of, sc)], axis=1)
+    table["explained"] = True if sc.explain == "all" else table["listed"].to_numpy(dtype=bool)
     return table
 
 
@@ -113,7 +126,7 @@ def explain_in_words(
         [picks[f"reason_{i}_group"].to_numpy(dtype=object, na_value=None) for i in range(1, k + 1)]
     )
     fired_sub = ranking.loc[rows, [f"trigger_{t.name}" for t in sc.triggers]]
-    routing = route(sub, fired_sub, reason_matrix, sc)
+    routing = route(sub, fired_sub, reason_matrix, sc, section=ranking.loc[rows, "section"])
     course_ids = ranking.loc[rows, "course_id"]
     messages = choose_messages(
         ranking.loc[rows, "student_id"],

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from models.evaluation import ranking_metrics
+
+WIN_BACK = "win_back"  # the section name of interventions.winback (models cannot import it)
 
 ENROLLMENT = ["student_id", "course_id"]
 SECONDS_PER_WEEK = 7 * 86400
@@ -23,9 +26,19 @@ def _share(numerator: float, denominator: float) -> float:
     return float(numerator) / float(denominator) if denominator else math.nan
 
 
+def _early_warning(frame: pd.DataFrame) -> np.ndarray:
+    """Rows in the early-warning section (every row when the lists have no sections)."""
+    if "section" not in frame.columns:
+        return np.ones(len(frame), dtype=bool)
+    return frame["section"].astype("str").to_numpy(dtype=object, na_value=None) != WIN_BACK
+
+
 def week_metrics(week: pd.DataFrame, previous_listed: set[tuple[str, str]] | None) -> dict:
-    """The metrics of one replayed week (`previous_listed`: who was listed the week before)."""
+    """The metrics of one replayed week (`previous_listed`: who was listed the week before).
+    "Already gone" slots are counted among the early-warning slots: the win-back section is
+    for students already gone, by design."""
     listed = week["listed"].to_numpy(dtype=bool)
+    early = listed & _early_warning(week)
     labelled = week["label"].notna().to_numpy()
     y = week["label"].to_numpy(dtype=float)
     positive = labelled & (y == 1)
@@ -49,7 +62,8 @@ def week_metrics(week: pd.DataFrame, previous_listed: set[tuple[str, str]] | Non
             (listed & positive & active).sum(), (positive & active).sum()
         ),
         "triggered_share": _share(week["triggered"].to_numpy(dtype=bool).sum(), len(week)),
-        "already_gone_share_of_slots": _share((listed & gone).sum(), listed.sum()),
+        "win_back_listed": int((listed & ~early).sum()),
+        "already_gone_share_of_slots": _share((early & gone).sum(), early.sum()),
         "already_gone_share_of_population": _share(gone.sum(), len(week)),
         "churn": churn,
     }
@@ -94,6 +108,7 @@ def lead_times(replay: pd.DataFrame) -> pd.DataFrame:
 def overall_metrics(replay: pd.DataFrame, weekly: pd.DataFrame, leads: pd.DataFrame) -> dict:
     """The whole backtest in one row: pooled ranking and list metrics, reach and lead time."""
     listed = replay["listed"].to_numpy(dtype=bool)
+    early = listed & _early_warning(replay)
     labelled = replay["label"].notna().to_numpy()
     y = replay["label"].to_numpy(dtype=float)
     positive = labelled & (y == 1)
@@ -116,7 +131,8 @@ def overall_metrics(replay: pd.DataFrame, weekly: pd.DataFrame, leads: pd.DataFr
         "dropouts": int(len(leads)),
         "dropouts_reached_share": _share(leads["reached"].sum(), len(leads)),
         "median_lead_weeks": float(lead.median()) if len(lead) else math.nan,
-        "already_gone_share_of_slots": _share((listed & gone).sum(), listed.sum()),
+        "win_back_slots": int((listed & ~early).sum()),
+        "already_gone_share_of_slots": _share((early & gone).sum(), early.sum()),
         "already_gone_share_of_population": _share(gone.sum(), len(replay)),
         "max_weekly_triggered_share": float(weekly["triggered_share"].max())
         if len(weekly)

@@ -16,6 +16,14 @@ Two things would make PSI cry wolf on a healthy week, and both are handled here:
   the training distribution itself has a known spread. The limit of a row is the larger of
   `drift.psi_threshold` and the `drift.noise_quantile` of that spread (simulated), so a small
   school is not warned about noise.
+- **Exact course weeks and whole course runs.** With `drift.stage_width_days` the strata are the
+  weeks of course (`floor(days_since_start / width)`), not quantile buckets: the number of
+  deadlines passed, and so the few values `on_time_share` takes, is the same within a week of
+  a course. A week the training runs never reached falls back to the pooled shares. A scoring
+  week holds a handful of course runs, each with its own character (module, schedule, whether
+  the source records clicks for it), so the chance spread is simulated by drawing that many
+  training runs of the same course week (`stage_runs` in the reference: per run, its row count
+  and shares; no identifiers), not independent rows.
 
 Plain functions: no IO, no MLflow.
 """
@@ -125,19 +133,32 @@ def build_drift_reference(
 
     Same layout as `models.train.build_reference` (so `psi_against` still works on its
     entries), plus `stage` (the stage feature and its bucket edges) and, per entry, `rows`
-    (training rows summarised), `by_stage` (the share vector — bins, [unseen,] missing — of each
-    stage bucket) and `stage_rows`. Features are summarised on the training rows, the score on
-    the validation rows (out of sample). Counts and shares only: no row travels with the model.
+    (rows summarised), `by_stage` (the share vector — bins, [unseen,] missing — of each stage
+    bucket), `stage_rows` and, with `drift.noise_by_run`, `stage_runs` (per bucket, [rows,
+    *shares] of each course run). Features are summarised on the training and validation rows,
+    the score on the validation rows (out of sample). Counts and shares only: no row travels
+    with the model.
     """
     cfg = config.drift
     names = drift_features(list(model.feature_importance().index), model.feature_types, cfg)
+    # Features describe the data of the training period, not the model: every row it holds
+    # (train and validation: the served trees learn from both), so that each course week has
+    # all the runs that reached it.
+    seen = pd.concat([train, validation], ignore_index=True)
+    stage = cfg.stage_feature
+    staged = bool(stage and stage in train.columns and stage in validation.columns)
+    seen_stage = _stage_of(cfg, seen) if staged else None
     features = {}
     for col in names:
         if model.feature_types[col] == CATEGORY:
-            features[col] = summarise_categorical(train[col].astype("str"))
+            features[col] = summarise_categorical(seen[col].astype("str"))
+        elif _centred(col, cfg, seen):
+            seen[col] = centre_by_run(seen[col], seen[cfg.run_column], seen_stage)
+            features[col] = summarise_numeric(seen[col], cfg.bins)
+            features[col]["centred"] = True
         else:
-            features[col] = summarise_numeric(train[col], cfg.bins)
-        features[col]["rows"] = len(train)
+            features[col] = summarise_numeric(seen[col], cfg.bins)
+        features[col]["rows"] = len(seen)
     validation_scores = np.asarray(validation_scores, dtype="float64")
     score = summarise_numeric(validation_scores, cfg.bins)
     if train_scores is not None:
@@ -150,50 +171,161 @@ def build_drift_reference(
     score["rows"] = len(validation_scores)
     reference: dict[str, Any] = {
         "bins": cfg.bins,
-        "features_from": "training rows",
+        "features_from": "training and validation rows",
         "score_from": "validation rows, out of sample",
         "features": features,
         "score": score,
     }
-    stage = cfg.stage_feature
-    if stage and stage in train.columns and stage in validation.columns:
-        edges = summarise_numeric(train[stage], cfg.stage_bins)["edges"]
-        reference["stage"] = {"feature": stage, "edges": edges}
-        train_buckets = stage_buckets(edges, train[stage])
+    if staged:
+        if cfg.stage_width_days is not None:
+            weeks = np.floor(pd.to_numeric(seen[stage], errors="coerce") / cfg.stage_width_days)
+            top = int(np.nanmax(weeks)) + 1 if weeks.notna().any() else 0
+            reference["stage"] = {
+                "feature": stage,
+                "width": cfg.stage_width_days,
+                "buckets": max(top, 0),
+            }
+        else:
+            edges = summarise_numeric(train[stage], cfg.stage_bins)["edges"]
+            reference["stage"] = {"feature": stage, "edges": edges}
+        n_buckets = bucket_count(reference["stage"])
+        train_buckets = stage_buckets(reference["stage"], train[stage])
+        valid_buckets = stage_buckets(reference["stage"], validation[stage])
+        seen_buckets = stage_buckets(reference["stage"], seen[stage])
+        by_run = cfg.noise_by_run and cfg.run_column in seen.columns
         for col, entry in features.items():
-            values = train[col].astype("str") if entry["kind"] == "categorical" else train[col]
-            _add_strata(entry, values, train_buckets, len(edges) + 1)
-        _add_strata(
-            score, validation_scores, stage_buckets(edges, validation[stage]), len(edges) + 1
-        )
+            values = seen[col].astype("str") if entry["kind"] == "categorical" else seen[col]
+            _add_strata(entry, values, seen_buckets, n_buckets)
+            if by_run:
+                _add_run_strata(entry, values, seen_buckets, seen[cfg.run_column], n_buckets, cfg)
+        score_stage = cfg.score_stage_feature
+        if (
+            score_stage
+            and cfg.score_stage_width is not None
+            and score_stage in train.columns
+            and score_stage in validation.columns
+        ):
+            # The score depends on how close the end of the course is (nobody unenrols in the
+            # last weeks), which the week of course does not say for runs of different length.
+            top = np.floor(
+                pd.to_numeric(seen[score_stage], errors="coerce") / cfg.score_stage_width
+            )
+            reference["score_stage"] = {
+                "feature": score_stage,
+                "width": cfg.score_stage_width,
+                "buckets": max(int(np.nanmax(top)) + 1, 0) if top.notna().any() else 0,
+            }
+            n_buckets = bucket_count(reference["score_stage"])
+            train_buckets = stage_buckets(reference["score_stage"], train[score_stage])
+            valid_buckets = stage_buckets(reference["score_stage"], validation[score_stage])
+        _add_strata(score, validation_scores, valid_buckets, n_buckets)
+        if by_run and cfg.run_column in validation.columns:
+            _add_run_strata(
+                score, validation_scores, valid_buckets, validation[cfg.run_column], n_buckets, cfg
+            )
         if train_scores is not None:
             # A time split takes validation rows from the latest runs, which have not reached
             # their late stages: there the training rows' own scores are the only reference.
+            runs = train[cfg.run_column] if by_run else None
             filled = _fill_sparse_strata(
-                score, train_scores, train_buckets, cfg.min_validation_stage_rows
+                score, train_scores, train_buckets, cfg.min_validation_stage_rows, runs, cfg
             )
             if filled:
                 score["in_sample_stages"] = filled
     return reference
 
 
-def _fill_sparse_strata(entry: dict, values, buckets: np.ndarray, min_rows: int) -> list[int]:
+def _stage_of(cfg: DriftConfig, frame: pd.DataFrame) -> np.ndarray:
+    """The raw stage value per row (grouping key for run-centring)."""
+    return pd.to_numeric(frame[cfg.stage_feature], errors="coerce").to_numpy(dtype=float)
+
+
+def _centred(name: str, cfg: DriftConfig, frame: pd.DataFrame) -> bool:
+    return _skipped(name, cfg.run_centred_features) and cfg.run_column in frame.columns
+
+
+def centre_by_run(values, runs, stage: np.ndarray | None) -> pd.Series:
+    """Each value minus the median of its course run at the same stage (the same snapshot of
+    the run): what is left is how students differ within their run, not where the run's
+    schedule is. Missing values stay missing."""
+    x = pd.to_numeric(pd.Series(values).reset_index(drop=True), errors="coerce").astype(float)
+    keys = [pd.Series(runs).astype("str").reset_index(drop=True)]
+    if stage is not None:
+        keys.append(pd.Series(stage).reset_index(drop=True).fillna(-1.0))
+    median = x.groupby(keys, sort=False).transform("median")
+    return x - median
+
+
+def _add_run_strata(
+    entry: dict, values, buckets: np.ndarray, runs, n_buckets: int, cfg: DriftConfig
+) -> None:
+    """Per stage bucket, one [rows, *shares] per course run with at least `min_run_rows` rows
+    there (at most `max_stage_runs`, the largest): how much whole runs differ at that stage."""
+    values = pd.Series(values).reset_index(drop=True)
+    runs = pd.Series(runs).astype("str").reset_index(drop=True)
+    entry["stage_runs"] = []
+    for b in range(n_buckets):
+        rows = np.flatnonzero(buckets == b)
+        parts = []
+        if len(rows):
+            sizes = runs.iloc[rows].value_counts()
+            sizes = sizes[sizes >= cfg.min_run_rows].iloc[: cfg.max_stage_runs]
+            for run in sorted(sizes.index):  # sorted: the same reference from the same rows
+                mine = rows[runs.iloc[rows].to_numpy() == run]
+                parts.append([float(len(mine)), *full_shares(entry, values.iloc[mine])])
+        entry["stage_runs"].append(parts)
+
+
+def _fill_sparse_strata(
+    entry: dict,
+    values,
+    buckets: np.ndarray,
+    min_rows: int,
+    runs=None,
+    cfg: DriftConfig | None = None,
+) -> list[int]:
     """Stage buckets with fewer than `min_rows` rows take `values` of that bucket instead (when
-    there are more of them); returns the buckets filled."""
+    there are more of them), and their per-run strata too when `runs` is given; returns the
+    buckets filled."""
     values = pd.Series(np.asarray(values, dtype="float64")).reset_index(drop=True)
     filled = []
+    by_run = None
+    if runs is not None and cfg is not None and "stage_runs" in entry:
+        by_run = {"kind": entry["kind"], "edges": entry.get("edges", [])}
+        _add_run_strata(by_run, values, buckets, runs, len(entry["stage_rows"]), cfg)
     for b, rows in enumerate(entry["stage_rows"]):
         candidates = values[buckets == b]
         if rows < min_rows and len(candidates) > rows:
             entry["by_stage"][b] = full_shares(entry, candidates)
             entry["stage_rows"][b] = len(candidates)
+            if by_run is not None:
+                entry["stage_runs"][b] = by_run["stage_runs"][b]
             filled.append(b)
+        elif by_run is not None and len(entry["stage_runs"][b]) < cfg.min_score_runs:
+            # Too few validation runs to tell how much runs differ: the training runs' own
+            # scores of that stage join them (for the chance spread only; shares stay).
+            entry["stage_runs"][b] = entry["stage_runs"][b] + by_run["stage_runs"][b]
     return filled
 
 
-def stage_buckets(edges: Sequence[float], values) -> np.ndarray:
-    """Stage bucket per row (0 .. len(edges)); -1 where the stage is missing."""
+def bucket_count(stage: dict) -> int:
+    """Stage buckets of a reference's stage: weeks of course, or quantile buckets."""
+    if "width" in stage:
+        return int(stage["buckets"])
+    return len(stage["edges"]) + 1
+
+
+def stage_buckets(stage: dict | Sequence[float], values) -> np.ndarray:
+    """Stage bucket per row (0 .. buckets - 1); -1 where the stage is missing or (weeks of
+    course) outside the weeks the training rows reached. `stage` is the reference's stage (or,
+    as before, a list of quantile edges)."""
     arr = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
+    if isinstance(stage, dict) and "width" in stage:
+        with np.errstate(invalid="ignore"):
+            week = np.floor(arr / float(stage["width"]))
+        outside = np.isnan(week) | (week < 0) | (week >= int(stage["buckets"]))
+        return np.where(outside, -1, np.nan_to_num(week, nan=-1)).astype(np.int64)
+    edges = stage["edges"] if isinstance(stage, dict) else stage
     bucket = np.searchsorted(np.asarray(edges, dtype=float), arr, side="left")
     return np.where(np.isnan(arr), -1, bucket)
 
@@ -302,6 +434,53 @@ def _probabilities(shares: np.ndarray) -> np.ndarray | None:
     return p / p.sum()
 
 
+def run_noise_limit(
+    entry: dict,
+    stage_weights: np.ndarray,
+    runs: np.ndarray,
+    rows: int,
+    floor: float,
+    quantile: float,
+    draws: int,
+    seed: int,
+) -> float:
+    """The `quantile` of the PSI of a week made like this one from the training data itself: in
+    each stage bucket, as many training runs of that bucket as this week has there (drawn with
+    replacement), mixed by their rows, then this week's rows drawn from that mix. Buckets with
+    fewer than two training runs (and the pooled slot) draw rows from their shares only."""
+    if rows <= 0 or draws <= 0:
+        return float("nan")
+    expected = np.maximum(expected_shares(entry, stage_weights), floor)
+    rng = np.random.default_rng(seed)
+    actual = np.zeros((draws, len(expected)))
+    by_stage = entry.get("by_stage") or []
+    stage_runs = entry.get("stage_runs") or []
+    pooled = np.asarray(pooled_shares(entry), dtype=float)
+    for b, weight in enumerate(stage_weights):
+        n_b = int(round(weight * rows))
+        if n_b <= 0:
+            continue
+        parts = stage_runs[b] if b < len(stage_runs) else []
+        if len(parts) >= 2:
+            table = np.asarray(parts, dtype=float)
+            sizes, shares = table[:, 0], table[:, 1:]
+            picked = rng.integers(len(parts), size=(draws, max(int(runs[b]), 1)))
+            mixed = (sizes[picked][:, :, None] * shares[picked]).sum(axis=1)
+            p = mixed / mixed.sum(axis=1, keepdims=True)
+        else:
+            base = by_stage[b] if b < len(by_stage) and by_stage[b] else pooled
+            p = _probabilities(np.asarray(base, dtype=float))
+            if p is None:
+                return float("nan")
+            p = np.broadcast_to(p, (draws, len(p)))
+        if np.isnan(p).any():
+            return float("nan")
+        actual += weight * rng.multinomial(n_b, p) / n_b
+    a = np.maximum(actual, floor)
+    values = np.sum((a - expected) * np.log(a / expected), axis=1)
+    return float(np.quantile(values, quantile))
+
+
 def check_drift(
     reference: dict | None,
     frame: pd.DataFrame,
@@ -334,36 +513,71 @@ def check_drift(
         raise ValueError("drift check: the frame lacks reference features " + ", ".join(absent))
 
     weights = _stage_weights(reference.get("stage"), frame)
+    runs = _runs_per_bucket(reference.get("stage"), frame, config.run_column)
     records = []
+    stage = reference.get("stage")
     for index, (name, entry) in enumerate(entries.items()):
         values = frame[name]
         if entry["kind"] == "categorical":
             values = values.astype("str")  # missing stays missing
-        records.append(_row(name, FEATURE_KIND, entry, values, weights, config, seed + index, rows))
+        elif entry.get("centred"):
+            if config.run_column not in frame.columns:
+                raise ValueError(f"drift check: the frame lacks {config.run_column!r}")
+            raw = None
+            if stage and stage.get("feature") in frame.columns:
+                raw = pd.to_numeric(frame[stage["feature"]], errors="coerce").to_numpy(float)
+            values = centre_by_run(values, frame[config.run_column], raw)
+        records.append(
+            _row(name, FEATURE_KIND, entry, values, weights, config, seed + index, rows, runs)
+        )
     if reference.get("score"):
+        score_weights, score_runs = weights, runs
+        if reference.get("score_stage"):
+            score_weights = _stage_weights(reference["score_stage"], frame)
+            score_runs = _runs_per_bucket(reference["score_stage"], frame, config.run_column)
         records.append(
             _row(
                 SCORE,
                 SCORE_KIND,
                 reference["score"],
                 scores,
-                weights,
+                score_weights,
                 config,
                 seed + len(entries),
                 rows,
+                score_runs,
             )
         )
     table = pd.DataFrame.from_records(records, columns=DRIFT_COLUMNS).astype(_DTYPES)
     return DriftCheck(table, config.psi_threshold, rows, True, weights is not None)
 
 
-def _stage_weights(stage: dict | None, frame: pd.DataFrame) -> np.ndarray | None:
+def _week_buckets(stage: dict | None, frame: pd.DataFrame) -> np.ndarray | None:
+    """Each row's stage bucket, the pooled slot (= bucket count) where it has none."""
     if not stage or stage.get("feature") not in frame.columns or len(frame) == 0:
         return None
-    buckets = stage_buckets(stage["edges"], frame[stage["feature"]])
-    n_buckets = len(stage["edges"]) + 1
-    counts = np.bincount(np.where(buckets < 0, n_buckets, buckets), minlength=n_buckets + 1)
+    buckets = stage_buckets(stage, frame[stage["feature"]])
+    return np.where(buckets < 0, bucket_count(stage), buckets)
+
+
+def _stage_weights(stage: dict | None, frame: pd.DataFrame) -> np.ndarray | None:
+    buckets = _week_buckets(stage, frame)
+    if buckets is None:
+        return None
+    counts = np.bincount(buckets, minlength=bucket_count(stage) + 1)
     return counts / len(frame)
+
+
+def _runs_per_bucket(stage: dict | None, frame: pd.DataFrame, run_column: str) -> np.ndarray | None:
+    """How many course runs of this week are in each stage bucket (last: the pooled slot)."""
+    buckets = _week_buckets(stage, frame)
+    if buckets is None or run_column not in frame.columns:
+        return None
+    pairs = pd.DataFrame({"b": buckets, "run": frame[run_column].astype("str").to_numpy()})
+    counts = pairs.drop_duplicates().groupby("b").size()
+    out = np.zeros(bucket_count(stage) + 1, dtype=np.int64)
+    out[counts.index.to_numpy(dtype=np.int64)] = counts.to_numpy()
+    return out
 
 
 def _row(
@@ -375,13 +589,26 @@ def _row(
     config: DriftConfig,
     seed: int,
     rows: int,
+    runs: np.ndarray | None = None,
 ) -> tuple:
     if rows == 0:
         return (name, kind, float("nan"), float("nan"), False)
     expected = expected_shares(entry, weights)
     value = psi(list(expected), full_shares(entry, values), config.psi_floor)
     limit = config.psi_threshold
-    if config.noise_quantile is not None:
+    if config.noise_quantile is not None and runs is not None and entry.get("stage_runs"):
+        noise = run_noise_limit(
+            entry,
+            weights,
+            runs,
+            rows,
+            config.psi_floor,
+            config.noise_quantile,
+            config.noise_draws,
+            seed,
+        )
+        limit = max(limit, noise) if not np.isnan(noise) else limit
+    elif config.noise_quantile is not None:
         noise = noise_limit(
             entry,
             weights,

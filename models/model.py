@@ -95,6 +95,43 @@ def cast_features(
     return pd.DataFrame(out, index=frame.index, columns=feature_names)
 
 
+def check_frame(
+    frame: pd.DataFrame, feature_names: list[str], feature_types: dict[str, str]
+) -> None:
+    """Raise `ModelMismatch` naming missing/extra feature columns and wrong types."""
+    present = list(frame.columns)
+    missing = [c for c in feature_names if c not in frame.columns]
+    known = set(feature_names) | NON_FEATURE_COLUMNS
+    extra = [c for c in present if c not in known]
+    wrong = []
+    for col in feature_names:
+        if col not in frame.columns:
+            continue
+        dtype = frame[col].dtype
+        expected = feature_types[col]
+        ok = (
+            is_numeric_dtype(dtype)
+            if expected == FLOAT
+            else (is_categorical_dtype(dtype) or ptypes.is_object_dtype(dtype))
+        )
+        if not ok:
+            wrong.append(f"{col} (model: {expected}, frame: {dtype})")
+    if missing or extra or wrong:
+        parts = []
+        if missing:
+            parts.append("missing columns: " + ", ".join(missing))
+        if extra:
+            parts.append("columns the model does not know: " + ", ".join(extra))
+        if wrong:
+            parts.append("wrong types: " + ", ".join(wrong))
+        raise ModelMismatch(
+            "the model does not match the features: " + "; ".join(parts),
+            missing=missing,
+            extra=extra,
+            wrong_types=wrong,
+        )
+
+
 @dataclass
 class DropoutModel:
     """Calibrated LightGBM dropout model with the input contract it was trained on."""
@@ -107,40 +144,11 @@ class DropoutModel:
     num_threads: int
     reference: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    kind = "lightgbm"
 
     def check(self, frame: pd.DataFrame) -> None:
         """Raise `ModelMismatch` naming missing/extra feature columns and wrong types."""
-        present = list(frame.columns)
-        missing = [c for c in self.feature_names if c not in frame.columns]
-        known = set(self.feature_names) | NON_FEATURE_COLUMNS
-        extra = [c for c in present if c not in known]
-        wrong = []
-        for col in self.feature_names:
-            if col not in frame.columns:
-                continue
-            dtype = frame[col].dtype
-            expected = self.feature_types[col]
-            ok = (
-                is_numeric_dtype(dtype)
-                if expected == FLOAT
-                else (is_categorical_dtype(dtype) or ptypes.is_object_dtype(dtype))
-            )
-            if not ok:
-                wrong.append(f"{col} (model: {expected}, frame: {dtype})")
-        if missing or extra or wrong:
-            parts = []
-            if missing:
-                parts.append("missing columns: " + ", ".join(missing))
-            if extra:
-                parts.append("columns the model does not know: " + ", ".join(extra))
-            if wrong:
-                parts.append("wrong types: " + ", ".join(wrong))
-            raise ModelMismatch(
-                "the model does not match the features: " + "; ".join(parts),
-                missing=missing,
-                extra=extra,
-                wrong_types=wrong,
-            )
+        check_frame(frame, self.feature_names, self.feature_types)
 
     def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Select the model columns in order and cast them as in training (checks first)."""

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -23,9 +24,10 @@ from threadpoolctl import threadpool_limits
 from configs.schema import Config
 from features.catalog import LABEL_COLUMN, feature_names
 from models.baselines import LogisticBaseline, RuleBaseline
-from models.calibration import choose_calibrator
+from models.calibration import Calibrator, choose_calibrator
 from models.drift import build_drift_reference
 from models.evaluation import evaluate_scores
+from models.linear import LinearDropoutModel
 from models.model import (
     ATTR_PREFIX,
     CATEGORY,
@@ -75,12 +77,33 @@ def lgb_params(config: Config, n_pos: int, n_neg: int) -> dict:
     return params
 
 
+@dataclass(frozen=True)
+class FitInfo:
+    """How the evaluated model was fitted (early stopping on the validation slice)."""
+
+    best_iteration: int
+    best_validation_score: float
+    scale_pos_weight: float
+    params: dict[str, Any]
+    calibration: str
+    calibration_selection: dict[str, dict[str, float]]
+    timings: dict[str, float]
+    n_features: int
+    train_rows: int  # rows the early-stopping trees learned from (the number of trees is theirs)
+
+    def __getitem__(self, key: str) -> Any:  # read like the former dict
+        return getattr(self, key)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class FittedModels:
     model: DropoutModel
     rule: RuleBaseline
     logistic: LogisticBaseline
-    info: dict = field(default_factory=dict)
+    info: FitInfo
 
 
 def _labels(frame: pd.DataFrame) -> np.ndarray:
@@ -226,15 +249,18 @@ def _fit_models(
     logistic_rows = pd.concat([train, validation]) if config.model.refit_on_validation else train
     logistic = LogisticBaseline(names, types).fit(logistic_rows, config)
     timings["logistic_s"] = time.perf_counter() - started
-    info.update(
-        {
-            "calibration": calibrator.method,
-            "calibration_selection": calibrator.selection,
-            "timings": timings,
-            "n_features": len(names),
-        }
+    fit_info = FitInfo(
+        best_iteration=info["best_iteration"],
+        best_validation_score=info["best_validation_score"],
+        scale_pos_weight=info["scale_pos_weight"],
+        params=info["params"],
+        calibration=calibrator.method,
+        calibration_selection=calibrator.selection,
+        timings=timings,
+        n_features=len(names),
+        train_rows=len(train),
     )
-    return FittedModels(model=model, rule=rule, logistic=logistic, info=info)
+    return FittedModels(model=model, rule=rule, logistic=logistic, info=fit_info)
 
 
 SCORERS = ("model", "rule", "logistic")
@@ -255,3 +281,211 @@ def _evaluate_models(fitted: FittedModels, test: pd.DataFrame, config: Config) -
     )
     out["logistic"] = evaluate_scores(test, y, fitted.logistic.predict_proba(test), config)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The served model: the evaluated settings, refit on every labelled snapshot (issue 12)
+
+
+@dataclass(frozen=True)
+class ServedInfo:
+    """What the served models learned from, and how their calibration stayed out of sample."""
+
+    rows: int  # labelled snapshots the served models learned from
+    positives: int
+    course_runs: int
+    runs: tuple[str, ...]
+    as_of_min: str
+    as_of_max: str
+    trees: int  # best_iteration x rows / evaluated training rows
+    evaluated_trees: int
+    evaluated_train_rows: int
+    calibration: str
+    calibration_selection: dict[str, dict[str, float]]
+    calibration_folds: int  # course-run groups of the cross-fit (0: the evaluated calibration)
+    timings: dict[str, float]
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["runs"] = list(self.runs)
+        return out
+
+    def describe(self) -> str:
+        """One line for the training summary."""
+        return (
+            f"served model learned from {self.rows:,} labelled snapshots ({self.positives:,} "
+            f"dropouts) of {self.course_runs} course runs, {self.as_of_min[:10]}.."
+            f"{self.as_of_max[:10]}; {self.trees} trees (evaluated: {self.evaluated_trees} on "
+            f"{self.evaluated_train_rows:,} rows); {self.calibration} calibration cross-fitted "
+            f"over {self.calibration_folds} course-run folds"
+        )
+
+
+@dataclass
+class ServedModels:
+    """The models a champion is chosen from, each fitted on every labelled snapshot."""
+
+    model: DropoutModel
+    logistic: LinearDropoutModel
+    rule: RuleBaseline
+    info: ServedInfo
+
+    def candidate(self, scorer: str) -> DropoutModel | LinearDropoutModel:
+        """The served model of a scorer name ("model" or "logistic")."""
+        if scorer == "model":
+            return self.model
+        if scorer == "logistic":
+            return self.logistic
+        raise ValueError(f"no served model for scorer {scorer!r} (model or logistic)")
+
+
+def scaled_trees(best_iteration: int, n_rows: int, n_train_rows: int) -> int:
+    """Trees for a refit on n_rows: the early-stopped count scaled with the data."""
+    return max(1, round(best_iteration * n_rows / max(n_train_rows, 1)))
+
+
+def crossfit_raw_scores(
+    x: pd.DataFrame, y: np.ndarray, groups: np.ndarray, fitted: FittedModels, config: Config
+) -> tuple[np.ndarray, int]:
+    """Out-of-fold raw margins, the folds being whole course runs (GroupKFold).
+
+    Each fold's trees learn from the other runs with the evaluated settings, their number scaled
+    to the fold's rows; every row is scored by trees that never saw its course run. Returns the
+    margins and the number of folds (0 when there are fewer than 2 runs: nothing to cross-fit).
+    """
+    from sklearn.model_selection import GroupKFold
+
+    n_groups = len(np.unique(groups))
+    folds = min(config.model.calibration_folds, n_groups)
+    if folds < 2:
+        return np.full(len(y), np.nan), 0
+    raw = np.empty(len(y), dtype=float)
+    splitter = GroupKFold(n_splits=folds)
+    for fit_idx, out_idx in splitter.split(x, y, groups):
+        rounds = scaled_trees(fitted.info.best_iteration, len(fit_idx), fitted.info.train_rows)
+        booster = refit_booster(x.iloc[fit_idx], y[fit_idx], rounds, config)
+        raw[out_idx] = booster.predict(
+            x.iloc[out_idx], raw_score=True, num_threads=config.model.num_threads
+        )
+    return raw, folds
+
+
+def refit_served(
+    frame: pd.DataFrame, fitted: FittedModels, config: Config, metadata: dict | None = None
+) -> ServedModels:
+    """Refit LightGBM, logistic regression and the rule on every labelled row of `frame`.
+
+    `fitted` is the evaluated fit (`fit_models` on the split): its inputs, categories and
+    number of trees carry over, the trees scaled by rows / evaluated training rows. The
+    calibration is fitted on out-of-fold margins cross-fitted by course run, so it stays out of
+    sample; with a single course run the evaluated (validation) calibration is kept.
+    """
+    with threadpool_limits(limits=config.model.num_threads):
+        return _refit_served(frame, fitted, config, metadata)
+
+
+def _refit_served(
+    frame: pd.DataFrame, fitted: FittedModels, config: Config, metadata: dict | None
+) -> ServedModels:
+    timings: dict[str, float] = {}
+    labelled = frame[frame[LABEL_COLUMN].notna()]
+    evaluated = fitted.model
+    names, types = evaluated.feature_names, evaluated.feature_types
+    cat_cols = [c for c in names if types[c] == CATEGORY]
+    cats = training_categories(labelled[cat_cols], types)
+    x = cast_features(labelled, names, types, cats)
+    y = _labels(labelled)
+    groups = labelled["course_id"].astype(str).to_numpy()
+    trees = scaled_trees(fitted.info.best_iteration, len(labelled), fitted.info.train_rows)
+
+    started = time.perf_counter()
+    oof_raw, folds = crossfit_raw_scores(x, y, groups, fitted, config)
+    timings["crossfit_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    if folds:
+        calibrator: Calibrator = choose_calibrator(
+            oof_raw,
+            y,
+            methods=config.model.calibration_methods,
+            folds=config.model.calibration_folds,
+            select_by=config.model.calibration_select_by,
+            seed=config.model.seed,
+            clip=config.model.prob_clip,
+            tie_break=config.model.tie_break,
+        )
+    else:
+        calibrator = evaluated.calibrator
+    timings["calibration_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    booster = refit_booster(x, y, trees, config)
+    timings["refit_s"] = time.perf_counter() - started
+    runs = tuple(sorted(labelled["course_id"].astype(str).unique()))
+    info = ServedInfo(
+        rows=len(labelled),
+        positives=int(y.sum()),
+        course_runs=len(runs),
+        runs=runs,
+        as_of_min=labelled["as_of"].min().isoformat(),
+        as_of_max=labelled["as_of"].max().isoformat(),
+        trees=trees,
+        evaluated_trees=fitted.info.best_iteration,
+        evaluated_train_rows=fitted.info.train_rows,
+        calibration=calibrator.method,
+        calibration_selection=calibrator.selection,
+        calibration_folds=folds,
+        timings=timings,
+    )
+    horizon = pd.Timedelta(days=config.snapshots.horizon_days)
+    served_meta = {
+        **evaluated.metadata,
+        **(metadata or {}),
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "served_from": "every labelled snapshot",
+        "served_rows": info.rows,
+        "served_course_runs": info.course_runs,
+        "served_trees": trees,
+        "best_iteration": fitted.info.best_iteration,
+        "calibration": calibrator.method,
+        "calibration_crossfit_folds": folds,
+        # Rows with as_of + horizon at or before this were (or could have been) learned from:
+        # a later comparison with this model is out of sample only after it.
+        "trained_through": (labelled["as_of"].max() + horizon).isoformat(),
+        "learned_as_of_max": labelled["as_of"].max().isoformat(),
+    }
+    model = DropoutModel(
+        booster=booster,
+        calibrator=calibrator,
+        feature_names=names,
+        feature_types=types,
+        categories=cats,
+        num_threads=config.model.num_threads,
+        metadata=served_meta,
+    )
+    started = time.perf_counter()
+    scores = calibrator.transform(oof_raw) if folds else model.predict_proba(labelled)
+    model.reference = build_drift_reference(
+        model, labelled, labelled, scores, config, train_scores=model.predict_proba(labelled)
+    )
+    timings["reference_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    baseline = LogisticBaseline(names, types).fit(labelled, config)
+    logistic = LinearDropoutModel.from_baseline(
+        baseline, labelled, config.model.prob_clip, config.model.num_threads
+    )
+    logistic.metadata = {**served_meta, "model_kind": "logistic", "calibration": "none"}
+    for key in ("served_trees", "best_iteration", "calibration_crossfit_folds"):
+        logistic.metadata.pop(key, None)
+    logistic.reference = build_drift_reference(
+        logistic,
+        labelled,
+        labelled,
+        logistic.predict_proba(labelled),
+        config,
+        train_scores=logistic.predict_proba(labelled),
+    )
+    timings["logistic_s"] = time.perf_counter() - started
+    rule = RuleBaseline(config.evaluation).fit(labelled, config.model.prob_clip)
+    return ServedModels(model=model, logistic=logistic, rule=rule, info=info)

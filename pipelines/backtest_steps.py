@@ -28,7 +28,8 @@ from configs.schema import Config
 from features.build import CalendarWeeks
 from features.errors import NotaloneError
 from features.sources import all_contacts, atomic_dir, read_table
-from interventions.weekly import ENROLLMENT_KEYS, ranking_table
+from interventions.triggers import state_from_ranking
+from interventions.weekly import ENROLLMENT_KEYS, rank_week
 from models.backtest import as_of_times, lead_times, overall_metrics, weekly_table
 from pipelines import mlflow_store
 from pipelines.backtest_report import backtest_html
@@ -85,6 +86,7 @@ def replay_step(
     horizon = config.snapshots.horizon_days
     cooldown = timedelta(days=config.scoring.cooldown_days)
     previous = None
+    state = None
     assumed: list[pd.DataFrame] = []
     weeks, drifts = [], []
     for i, t in enumerate(times, start=1):
@@ -97,10 +99,18 @@ def replay_step(
         if assume_contacted and assumed:
             contacts = pd.concat([c for c in (recorded, *assumed) if c is not None])
         when = t.to_pydatetime()
-        ranking = ranking_table(
-            week, risk, previous, latest_contacts(contacts, when - cooldown, when), when, config
+        ranking = rank_week(
+            week,
+            risk,
+            when,
+            config,
+            previous_risk=previous,
+            previous_state=state_from_ranking(state, config.scoring),
+            contacts=latest_contacts(contacts, when - cooldown, when),
         )
+        # What the next week reads back, as the scorer reads last week's ranking.parquet.
         previous = ranking[[*ENROLLMENT_KEYS, "risk"]]
+        state = ranking
         listed = ranking["listed"].to_numpy(dtype=bool)
         if assume_contacted:
             assumed.append(ranking.loc[listed, ENROLLMENT_KEYS].assign(ts=t))
@@ -117,6 +127,7 @@ def replay_step(
                     "as_of": t,
                     "risk": risk,
                     "listed": listed,
+                    "section": ranking["section"],
                     "rank": ranking["rank"],
                     "triggered": ranking["triggered"].to_numpy(dtype=bool),
                     "hold_back": ranking["hold_back"],

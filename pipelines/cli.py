@@ -104,6 +104,23 @@ def ingest_oulad(
     run_ingest_oulad(path=path, out=out, config=load(config))
 
 
+@ingest_app.command("moodle")
+@user_errors
+def ingest_moodle(
+    dsn: Annotated[str, typer.Option("--dsn", help="PostgreSQL URL of the Moodle database.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder of the source (updated in place).")],
+    prefix: Annotated[
+        str | None, typer.Option("--prefix", help="Moodle table prefix (default: mdl_).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Read a Moodle database into the contract; later runs append only new log rows.
+    --config is merged over configs/moodle.yaml (the event map and roles)."""
+    from pipelines.commands.ingest import run_ingest_moodle
+
+    run_ingest_moodle(dsn=dsn, prefix=prefix, out=out, config_path=config)
+
+
 @app.command()
 @user_errors
 def validate(source: SourceOpt, config: ConfigOpt = None) -> None:

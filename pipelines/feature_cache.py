@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from configs.schema import Config
-from features.sources import atomic_file, locate_tables
+from features.sources import SOURCE_INFO_FILE, atomic_file, locate_tables
 from pipelines.locks import pid_alive
 from pipelines.settings import Workspace
 
@@ -29,17 +29,27 @@ from pipelines.settings import Workspace
 # the frame, so they stay out of the key and a scoring-only change still reuses the cache.
 FEATURE_CONFIG_SECTIONS = ("snapshots", "features")
 # Modules whose code shapes the frame: editing them must invalidate cached frames.
-FEATURE_CODE_MODULES = ("features.build", "features.catalog", "features.contract")
+FEATURE_CODE_MODULES = (
+    "features.build",
+    "features.catalog",
+    "features.contract",
+    "features.deadlines",
+    "features.sources",
+)
 
 
 def source_files(source: str | Path) -> list[Path]:
-    """Every file that holds a contract table of `source`, in a stable order."""
+    """Every file that holds a contract table of `source`, and its `source.yaml` (exported_at
+    changes labels), in a stable order."""
     files: list[Path] = []
     for _name, table in sorted(locate_tables(source).items()):
         if table.fmt == "parquet_dir":
-            files.extend(sorted(table.path.glob("*.parquet")))
+            files.extend(sorted(table.path.rglob("*.parquet")))
         else:
             files.append(table.path)
+    info = Path(source) / SOURCE_INFO_FILE
+    if info.is_file():
+        files.append(info)
     return files
 
 

@@ -12,11 +12,13 @@ an artifact (the input example masks them; segment tables pool small groups).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import logging
 import math
 import os
+import pickle
 import re
 import secrets
 import socket
@@ -37,6 +39,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from features.errors import NotaloneError
+from models.linear import LinearDropoutModel
 from models.model import ATTR_PREFIX, DropoutModel
 from pipelines.settings import Workspace
 
@@ -361,10 +364,43 @@ def check_version(client: MlflowClient, name: str, version: str) -> None:
         ) from None
 
 
+def _registered_version(client: MlflowClient, uri: str):
+    """The registry version behind `models:/NAME@ALIAS` or `models:/NAME/VERSION`, or None."""
+    match = re.fullmatch(r"models:/([^@/]+)(?:@([^/]+)|/(\d+))", uri)
+    if match is None:
+        return None
+    name, alias, number = match.groups()
+    try:
+        if alias is not None:
+            return client.get_model_version_by_alias(name, alias)
+        return client.get_model_version(name, number)
+    except MlflowException:
+        return None
+
+
 def load_model(model_uri: str | None = None) -> DropoutModel:
-    """Load a logged model as a `DropoutModel` (default: the champion of notalone-dropout)."""
+    """Load a logged model as a `DropoutModel` (default: the champion of notalone-dropout).
+
+    A registered version is kept unpickled in the workspace (`cache/models/`), keyed by the
+    registry, the version and its run: MLflow's own loading costs seconds on every command, and
+    a version's files never change (moving an alias changes the version, so the key).
+    """
     uri = model_uri or DEFAULT_MODEL_URI
-    connect()
+    workspace = Workspace.resolve()
+    client = connect(workspace)
+    version = _registered_version(client, uri)
+    cached = None
+    if version is not None:
+        key = hashlib.sha256(
+            f"{workspace.tracking_uri}|{version.name}|{version.version}|{version.run_id}|"
+            f"{version.creation_timestamp}".encode()
+        ).hexdigest()[:32]
+        cached = workspace.cache / "models" / f"{key}.pkl"
+        if cached.is_file():
+            with contextlib.suppress(OSError, pickle.UnpicklingError, EOFError, AttributeError):
+                model = pickle.loads(cached.read_bytes())
+                if isinstance(model, DropoutModel | LinearDropoutModel):
+                    return model
     try:
         loaded = mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
@@ -372,8 +408,16 @@ def load_model(model_uri: str | None = None) -> DropoutModel:
             raise MlflowStoreError(NO_CHAMPION_MESSAGE) from None
         raise MlflowStoreError(f"cannot load model {uri}: {exc.message}") from None
     model = loaded.unwrap_python_model().model
-    if not isinstance(model, DropoutModel):
+    if not isinstance(model, DropoutModel | LinearDropoutModel):
         raise MlflowStoreError(f"{uri} is not a notalone dropout model")
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(pickle.dumps(model))
+            tmp.replace(cached)
+        finally:
+            tmp.unlink(missing_ok=True)
     return model
 
 

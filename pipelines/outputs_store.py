@@ -77,6 +77,14 @@ def read_previous_risk(root: Path, as_of: datetime) -> tuple[pd.DataFrame | None
     return read_ranking(folder, ["student_id", "course_id", "risk"]), folder
 
 
+def read_columns(folder: Path, wanted: list[str]) -> pd.DataFrame:
+    """The columns of `wanted` a week's ranking has (an older week may lack some)."""
+    import pyarrow.parquet as pq
+
+    present = set(pq.read_schema(folder / RANKING_FILE).names)
+    return read_ranking(folder, [c for c in wanted if c in present])
+
+
 def read_trend(root: Path, as_of: datetime, weeks: int, high: float) -> pd.DataFrame:
     """Per earlier week (oldest first, at most `weeks`): active, listed, mean risk and the share
     at or above `high`."""

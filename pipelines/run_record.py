@@ -39,7 +39,8 @@ HASH_CHUNK_BYTES = 1 << 20
 
 def window(split: TimeSplit, part: str) -> str:
     """The as-of dates a part of the split spans, as `YYYY-MM-DD..YYYY-MM-DD`."""
-    return f"{split.summary[part]['as_of_min'][:10]}..{split.summary[part]['as_of_max'][:10]}"
+    summary = getattr(split.summary, part)
+    return f"{summary.as_of_min[:10]}..{summary.as_of_max[:10]}"
 
 
 def file_sha256(path: Path) -> str:
@@ -77,7 +78,7 @@ def data_fingerprint(source: str | Path, frame: pd.DataFrame, split: TimeSplit) 
         "students": int(frame["student_id"].nunique()),
         "as_of_min": frame["as_of"].min().isoformat() if len(frame) else None,
         "as_of_max": frame["as_of"].max().isoformat() if len(frame) else None,
-        "split": split.summary,
+        "split": split.summary.as_dict(),
     }
 
 
@@ -101,13 +102,13 @@ def _params(config: Config, fitted: FittedModels, split: TimeSplit) -> dict[str,
             "features.include_attrs": config.features.include_attrs,
             "features.windows_days": list(config.features.windows_days),
             "scoring.capacity": config.scoring.capacity,
-            "n_features": fitted.info["n_features"],
-            "best_iteration": fitted.info["best_iteration"],
-            "scale_pos_weight": round(fitted.info["scale_pos_weight"], 6),
-            "calibration": fitted.info["calibration"],
-            "rows_train": split.summary["train"]["rows"],
-            "rows_validation": split.summary["validation"]["rows"],
-            "rows_test": split.summary["test"]["rows"],
+            "n_features": fitted.info.n_features,
+            "best_iteration": fitted.info.best_iteration,
+            "scale_pos_weight": round(fitted.info.scale_pos_weight, 6),
+            "calibration": fitted.info.calibration,
+            "rows_train": split.summary.train.rows,
+            "rows_validation": split.summary.validation.rows,
+            "rows_test": split.summary.test.rows,
         }
     )
     return params
@@ -167,11 +168,11 @@ def build_run_record(
     metrics: dict[str, float] = {}
     for name, ev in evaluations.items():
         metrics.update({f"{name}_{key}": value for key, value in ev.metrics.items()})
-    for method, scores in fitted.info["calibration_selection"].items():
+    for method, scores in fitted.info.calibration_selection.items():
         for key, value in scores.items():
             metrics[f"calibration_{method}_{key}"] = value
-    metrics["best_validation_score"] = fitted.info["best_validation_score"]
-    for key, seconds in fitted.info["timings"].items():
+    metrics["best_validation_score"] = fitted.info.best_validation_score
+    for key, seconds in fitted.info.timings.items():
         metrics[f"time_{key}"] = seconds
     step_metrics = {
         f"{name}_roc_auc_by_week": list(
@@ -218,8 +219,8 @@ def build_run_record(
             "config_hash": config_hash(config),
             "train_window": window(split, "train"),
             "test_window": window(split, "test"),
-            "split_method": config.split.method,
-            "calibration": fitted.info["calibration"],
+            "split_method": split.summary.method,
+            "calibration": fitted.info.calibration,
         },
         metrics=metrics,
         step_metrics=step_metrics,
@@ -234,7 +235,7 @@ def build_run_record(
                 "bins": fitted.model.reference.get("bins"),
             },
             "evaluation/metrics.json": {n: ev.metrics for n, ev in evaluations.items()},
-            "evaluation/calibration_selection.json": fitted.info["calibration_selection"],
+            "evaluation/calibration_selection.json": fitted.info.calibration_selection,
         },
         tables={
             "evaluation/auc_by_week.csv": by_week,

@@ -33,13 +33,16 @@ import numpy as np
 import pandas as pd
 
 from configs.schema import Config
-from features.sources import course_titles, recent_contacts
+from features.sources import course_titles, display_names_of, recent_contacts
 from interventions.holdout import holdout_ranking
+from interventions.messages import with_first_names
 from interventions.ranking import curator_lists
 from interventions.report import ReportContext
 from interventions.routing import check_rule_features, route
 from interventions.texts import Texts
-from interventions.weekly import explain_in_words, ranking_table, summarise_week
+from interventions.triggers import state_columns, state_from_ranking
+from interventions.weekly import ENROLLMENT_KEYS, explain_in_words, rank_week, summarise_week
+from interventions.winback import winback_inactive_days
 from models.drift import DriftCheck, check_drift
 from pipelines import mlflow_store, outputs_store, workspace_store
 from pipelines.checks import check_source
@@ -110,6 +113,7 @@ class History:
     previous: pd.DataFrame | None  # student_id, course_id, risk of the latest earlier scoring
     previous_folder: Path | None
     trend: pd.DataFrame  # week, active, listed, mean_risk, high_share (oldest first)
+    trigger_state: pd.DataFrame  # the triggers' state after the latest earlier scoring
 
 
 def history_step(out_dir: Path, as_of: datetime, config: Config) -> History:
@@ -118,7 +122,11 @@ def history_step(out_dir: Path, as_of: datetime, config: Config) -> History:
     trend = outputs_store.read_trend(
         root, as_of, config.scoring.report_trend_weeks, config.scoring.report_high_risk
     )
-    return History(previous, folder, trend)
+    state = None
+    if folder is not None:
+        columns = [*ENROLLMENT_KEYS, *state_columns(config.scoring)]
+        state = outputs_store.read_columns(folder, columns)
+    return History(previous, folder, trend, state_from_ranking(state, config.scoring))
 
 
 def contacts_step(
@@ -217,15 +225,23 @@ def report_step(
         warnings=(),  # drift is rendered by the report itself, in its language
         drift=drift.table,
         drift_threshold=config.drift.psi_threshold,
+        winback_days=winback_inactive_days(config),
+        winback_capacity=sc.winback_capacity,
     )
     return build_report_from_template(ranking, ctx, texts)
 
 
 def write_step(
-    out_dir: Path, ranking: pd.DataFrame, report_html: str, summary: dict, config: Config
+    out_dir: Path,
+    ranking: pd.DataFrame,
+    report_html: str,
+    summary: dict,
+    config: Config,
+    source: Path,
 ) -> dict[str, str]:
     texts = load_texts(config.scoring.language)
     lists = curator_lists(ranking, texts.tiers, texts.actions, config.scoring.risk_decimals)
+    lists = with_first_names(lists, display_names_of(source))
     curators = sorted(ranking["curator_id"].astype("str").unique())
     stored = ranking.drop(columns=["curator_order", "eligible"])
     return outputs_store.write_week(
@@ -348,14 +364,15 @@ def score_steps(
     titles = steps("titles", "course titles", course_titles, source, io=True)
     ranking = steps(
         "rank",
-        "ranking under curator capacity",
-        ranking_table,
+        "sections, triggers and ranking under curator capacity",
+        rank_week,
         frame,
         risk,
-        history.previous,
-        contacts,
         as_of,
         config,
+        previous_risk=history.previous,
+        previous_state=history.trigger_state,
+        contacts=contacts,
     )
     # hold-out (issue 15): control students off the lists before anything is explained or written
     ranking = steps(
@@ -418,6 +435,7 @@ def score_steps(
         report,
         summary,
         config,
+        source,
         io=True,
     )
     published = None

@@ -3,14 +3,21 @@
     validate   the contract check: a model learnt from a broken source would be silently wrong
     features   every weekly snapshot with labels (from the feature cache when unchanged)
     split      by time: train on earlier course runs or weeks, test on later ones
+    tune       optional (`model.tuning.enabled`): an Optuna search on the train -> validation slice
     fit        LightGBM and the baselines (the curator's rule, logistic regression)
-    evaluate   every scorer on the same test rows
-    log        one MLflow run: params, config, fingerprint, metrics, plots, the model
+    evaluate   every scorer on the same test rows: the metrics reported
+    choose     the better of LightGBM and logistic regression on that window (says when LightGBM
+               loses; `model.allow_logistic_champion: false` keeps LightGBM)
+    refit      the chosen settings refit on EVERY labelled snapshot, trees scaled with the data,
+               calibration cross-fitted by course run: the model curators get
+    log        one MLflow run: params, config, fingerprint, metrics, plots, trials, the model
     register   the version, alias `challenger`, and the promotion rule
 
 Promotion: the new version always gets the alias `challenger`; it also gets `champion` when there
 is none, when the champion cannot score the current features, or when it beats the champion's
-`evaluation.promote_metric` with the champion re-evaluated on the very same test rows.
+`evaluation.promote_metric` on the same test rows, those the champion cannot have learned from
+(a champion refit on all data has seen the older ones), the challenger scored by its evaluated
+model.
 """
 
 from __future__ import annotations
@@ -26,14 +33,27 @@ from configs.schema import Config
 from features.catalog import LABEL_COLUMN
 from models.evaluation import Evaluation, ranking_metrics
 from models.model import ModelMismatch
-from models.promotion import PromotionDecision, decide_promotion
+from models.promotion import (
+    ChampionChoice,
+    PromotionDecision,
+    choose_champion,
+    decide_promotion,
+    unseen_by_champion,
+)
 from models.split import TimeSplit, split_by_time
-from models.train import FittedModels, config_hash, evaluate_models, fit_models
+from models.train import (
+    FittedModels,
+    ServedModels,
+    config_hash,
+    evaluate_models,
+    fit_models,
+    refit_served,
+)
 from pipelines import mlflow_store as store
 from pipelines.checks import check_source
 from pipelines.feature_cache import source_fingerprint, workspace_features
 from pipelines.run_record import build_run_record, window
-from pipelines.runner import Progress, Steps
+from pipelines.runner import WARNING_PREFIX, Progress, Steps
 from pipelines.settings import Workspace
 from pipelines.summaries import json_safe
 
@@ -58,24 +78,53 @@ def split_step(frame: pd.DataFrame, config: Config) -> TimeSplit:
 
 
 def fit_step(frame: pd.DataFrame, split: TimeSplit, config: Config) -> FittedModels:
-    train, validation, test = split.frames(frame)
-    metadata = {
-        "train_window": [split.summary["train"]["as_of_min"], split.summary["train"]["as_of_max"]],
-        "validation_window": [
-            split.summary["validation"]["as_of_min"],
-            split.summary["validation"]["as_of_max"],
-        ],
-        "test_window": [split.summary["test"]["as_of_min"], split.summary["test"]["as_of_max"]],
-        "horizon_days": config.snapshots.horizon_days,
-        "split_method": config.split.method,
-    }
-    return fit_models(train, validation, config, metadata)
+    train, validation, _ = split.frames(frame)
+    return fit_models(train, validation, config, _split_metadata(split, config))
 
 
 def evaluate_step(
     fitted: FittedModels, frame: pd.DataFrame, split: TimeSplit, config: Config
 ) -> dict[str, Evaluation]:
     return evaluate_models(fitted, frame[split.test], config)
+
+
+def tune_step(frame: pd.DataFrame, split: TimeSplit, config: Config) -> tuple[Config, list]:
+    """The config with the best trial's LightGBM params, and every trial as a plain record."""
+    from models.tuning import study_trials, tune_lightgbm, tuned_config
+
+    train, validation, _ = split.frames(frame)
+    study = tune_lightgbm(train, validation, config)
+    return tuned_config(config, study.best_params), study_trials(study)
+
+
+def choose_step(evaluations: dict[str, Evaluation], config: Config) -> ChampionChoice:
+    metric = config.evaluation.promote_metric
+    return choose_champion(
+        {scorer: ev.metrics[metric] for scorer, ev in evaluations.items()},
+        metric,
+        allow_logistic=config.model.allow_logistic_champion,
+        min_improvement=config.evaluation.min_improvement,
+    )
+
+
+def refit_step(
+    frame: pd.DataFrame, fitted: FittedModels, split: TimeSplit, config: Config
+) -> ServedModels:
+    return refit_served(frame, fitted, config, _split_metadata(split, config))
+
+
+def _split_metadata(split: TimeSplit, config: Config) -> dict[str, Any]:
+    summary = split.summary
+    return {
+        "train_window": [summary.train.as_of_min, summary.train.as_of_max],
+        "validation_window": [
+            summary.validation.as_of_min,
+            summary.validation.as_of_max,
+        ],
+        "test_window": [summary.test.as_of_min, summary.test.as_of_max],
+        "horizon_days": config.snapshots.horizon_days,
+        "split_method": summary.method,
+    }
 
 
 @dataclass(frozen=True)
@@ -93,11 +142,15 @@ def log_step(
     fitted: FittedModels,
     evaluations: dict[str, Evaluation],
     *,
+    served: ServedModels,
+    choice: ChampionChoice,
+    trials: list,
     config: Config,
     workspace: Workspace,
     experiment: str | None,
 ) -> LoggedRun:
-    """One MLflow run with params, config, fingerprint, metrics, plots and the model."""
+    """One MLflow run with params, config, fingerprint, metrics, plots, the tuning trials and
+    the served model (the chosen candidate, refit on every labelled snapshot)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -108,16 +161,35 @@ def log_step(
     record = build_run_record(source, frame, split, fitted, evaluations, config, secret)
     # The source fingerprint lets `notalone demo` skip training on data the champion has seen.
     record.tags[store.SOURCE_FINGERPRINT_TAG] = source_fingerprint(source)
-    example = store.masked_input_example(
-        frame[split.test], fitted.model, config.evaluation.input_example_rows
+    record.tags["model_kind"] = "logistic" if choice.scorer == "logistic" else "lightgbm"
+    record.tags["champion_choice"] = choice.message[:5000]
+    record.tags["model_loses"] = str(choice.model_loses).lower()
+    record.params.update(
+        {
+            "served_rows": served.info.rows,
+            "served_course_runs": served.info.course_runs,
+            "served_trees": served.info.trees,
+            "calibration_crossfit_folds": served.info.calibration_folds,
+        }
     )
-    run_id, model_uri = store.log_training_run(client, experiment_id, record, fitted.model, example)
+    record.dicts["model/served.json"] = served.info.as_dict()
+    if trials:
+        record.dicts["tuning/trials.json"] = trials
+        record.step_metrics["tuning_trial_value"] = [
+            (int(t["number"]), float(t["value"])) for t in trials if t.get("value") is not None
+        ]
+    model = served.candidate(choice.scorer)
+    example = store.masked_input_example(
+        frame[split.test], model, config.evaluation.input_example_rows
+    )
+    run_id, model_uri = store.log_training_run(client, experiment_id, record, model, example)
     return LoggedRun(run_id, model_uri, name, experiment_id)
 
 
 def register_step(
     logged: LoggedRun,
-    evaluations: dict[str, Evaluation],
+    fitted: FittedModels,
+    choice: ChampionChoice,
     frame: pd.DataFrame,
     split: TimeSplit,
     *,
@@ -133,7 +205,7 @@ def register_step(
     client = store.connect(workspace)
     name = config.registry.model_name
     metric = config.evaluation.promote_metric
-    challenger_value = evaluations["model"].metrics[metric]
+    challenger_value = choice.value
     champion = store.alias_version(client, name, store.CHAMPION)
     version = store.register_version(
         client,
@@ -153,9 +225,14 @@ def register_step(
         test = frame[split.test]
         try:
             champion_model = store.load_model(store.model_version_uri(name, champion))
-            champion_prob = champion_model.predict_proba(test)
-            y = test[LABEL_COLUMN].to_numpy().astype(int)
-            champion_value = ranking_metrics(y, champion_prob)[metric]
+            # Only rows the champion cannot have learned from; when it saw them all (retrained
+            # on the same data), every test row.
+            unseen = unseen_by_champion(test["as_of"], champion_model.metadata or {})
+            rows = test[unseen] if unseen.any() else test
+            y = rows[LABEL_COLUMN].to_numpy().astype(int)
+            champion_value = ranking_metrics(y, champion_model.predict_proba(rows))[metric]
+            evaluated = fitted.model if choice.scorer == "model" else fitted.logistic
+            challenger_value = ranking_metrics(y, evaluated.predict_proba(rows))[metric]
         except (ModelMismatch, store.MlflowStoreError):
             compatible = False
     decision = decide_promotion(
@@ -239,9 +316,21 @@ def train_steps(
     )
     split = steps("split", "splitting by time", split_step, frame, config)
     sizes = split.summary
+    if sizes.fallback_reason:
+        steps.say(f"{WARNING_PREFIX}{sizes.fallback_reason}")
+    trials: list = []
+    if config.model.tuning.enabled:
+        config, trials = steps(
+            "tune",
+            f"tuning LightGBM ({config.model.tuning.n_trials} trials, train -> validation)",
+            tune_step,
+            frame,
+            split,
+            config,
+        )
     fitted = steps(
         "fit",
-        f"fitting on {sizes['train']['rows']:,} rows (validation {sizes['validation']['rows']:,})",
+        f"fitting on {sizes.train.rows:,} rows (validation {sizes.validation.rows:,})",
         fit_step,
         frame,
         split,
@@ -249,13 +338,25 @@ def train_steps(
     )
     evaluations = steps(
         "evaluate",
-        f"evaluating on {sizes['test']['rows']:,} test rows",
+        f"evaluating on {sizes.test.rows:,} test rows",
         evaluate_step,
         fitted,
         frame,
         split,
         config,
     )
+    choice = steps("choose", None, choose_step, evaluations, config)
+    steps.say(choice.message)
+    served = steps(
+        "refit",
+        "refitting the chosen settings on every labelled snapshot",
+        refit_step,
+        frame,
+        fitted,
+        split,
+        config,
+    )
+    steps.say(served.info.describe())
     logged = steps(
         "log",
         "logging the run to MLflow",
@@ -265,6 +366,9 @@ def train_steps(
         split,
         fitted,
         evaluations,
+        served=served,
+        choice=choice,
+        trials=trials,
         config=config,
         workspace=workspace,
         experiment=experiment,
@@ -275,7 +379,8 @@ def train_steps(
         "registering the model",
         register_step,
         logged,
-        evaluations,
+        fitted,
+        choice,
         frame,
         split,
         config=config,
@@ -293,9 +398,19 @@ def train_steps(
             "promoted": registered["promoted"],
             "promotion": registered["decision"],
             "model_uri": store.model_version_uri(name, registered["version"]),
-            "calibration": fitted.info["calibration"],
-            "best_iteration": fitted.info["best_iteration"],
-            "split": {k: sizes[k] for k in ("method", "boundary", "train", "validation", "test")},
+            "calibration": served.info.calibration,
+            "best_iteration": fitted.info.best_iteration,
+            "champion_candidate": choice.scorer,
+            "choice": choice.message,
+            "model_loses": choice.model_loses,
+            "served": served.info.describe(),
+            "served_rows": served.info.rows,
+            "served_course_runs": served.info.course_runs,
+            "split": {
+                k: v
+                for k, v in sizes.as_dict().items()
+                if k in ("method", "boundary", "train", "validation", "test", "fallback_reason")
+            },
             "metrics": {scorer: ev.metrics for scorer, ev in evaluations.items()},
             "seconds": dict(steps.seconds),
         }

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from configs.schema import Config
-from features.sources import read_table
+from features.sources import display_names_of
 from interventions.ranking import curator_lists
 from interventions.texts import Texts
 from pipelines.settings import Workspace
@@ -25,16 +25,6 @@ CONTACT_COLUMNS = ["student_id", "course_id", "ts"]
 def engine(workspace: Workspace):
     """The workspace database, migrated to the current schema."""
     return open_workspace_db(None, workspace.root)
-
-
-def display_names_of(source: Path) -> pd.DataFrame | None:
-    """(student_id, display_name) from the source's enrollments, when it has that optional
-    column; for curator-facing pages only (never MLflow)."""
-    enrollments = read_table(source, "enrollments")
-    if "display_name" not in enrollments.columns:
-        return None
-    names = enrollments[["student_id", "display_name"]].dropna(subset=["display_name"])
-    return names.astype("str").drop_duplicates("student_id")
 
 
 def publish(

@@ -113,6 +113,4 @@ def subprocess_env(tmp_path_factory) -> dict[str, str]:
     return env
 
 
-# --- PostgreSQL (a throwaway server; the workspace database is tested against it) -------------
-
-from tests.postgres_server import postgres_server  # noqa: E402,F401
+pytest_plugins = ["tests.postgres_server"]  # the `postgres_server` fixture (a real PostgreSQL)

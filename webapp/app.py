@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
 from configs.schema import MESSAGES_DIR
+from interventions.messages import fill_message
 from webapp import auth
 from webapp.db import records
 from webapp.db.accounts import KIND_API, Account, create_credential, end_credential
@@ -67,17 +68,6 @@ def card_anchor(student_id: str, course_id: str) -> str:
     """An HTML id for a student's card (forms return to it)."""
     raw = f"{student_id}-{course_id}"
     return "card-" + re.sub(r"[^A-Za-z0-9_-]", "_", raw)
-
-
-def first_name(display_name: str | None) -> str | None:
-    parts = (display_name or "").split()
-    return parts[0] if parts else None
-
-
-def fill_message(message: str, display_name: str | None) -> str:
-    """The suggested message with the student's first name when a display name is known."""
-    name = first_name(display_name)
-    return message.replace("{first_name}", name) if name else message
 
 
 # ------------------------------------------------------------------------------ API models

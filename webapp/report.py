@@ -58,9 +58,15 @@ def _curators(frame: pd.DataFrame, texts: Texts, ctx: ReportContext) -> list[dic
     listed = frame[frame["listed"]].sort_values(["curator_id", "rank"], kind="stable")
     fmt = f"{{:.{ctx.decimals}f}}"
     rows_by: dict[str, list[dict]] = {}
-    for row in listed.itertuples(index=False):
+    winback_by: dict[str, list[dict]] = {}
+    win_back = (
+        listed["section"].astype("str").to_numpy(dtype=object, na_value=None) == "win_back"
+        if "section" in listed.columns
+        else np.zeros(len(listed), dtype=bool)
+    )
+    for row, back in zip(listed.itertuples(index=False), win_back, strict=True):
         change = float(row.change) if pd.notna(row.change) else float("nan")
-        rows_by.setdefault(str(row.curator_id), []).append(
+        (winback_by if back else rows_by).setdefault(str(row.curator_id), []).append(
             {
                 "rank": str(row.rank),
                 "student": str(row.student_id),
@@ -82,7 +88,13 @@ def _curators(frame: pd.DataFrame, texts: Texts, ctx: ReportContext) -> list[dic
         texts,
     )
     return [
-        {"id": cid, "title": title, "summary": summary, "rows": rows_by.get(cid, [])}
+        {
+            "id": cid,
+            "title": title,
+            "summary": summary,
+            "rows": rows_by.get(cid, []),
+            "winback_rows": winback_by.get(cid, []),
+        }
         for cid, title, summary in zip(ids, titles, summaries, strict=True)
     ]
 
@@ -219,6 +231,7 @@ def report_context(ranking: pd.DataFrame, ctx: ReportContext, texts: Texts) -> d
         "by_reason": _table(list(by_reason.items()), ["", r["count"]]),
         "by_trigger": _table(by_trigger, ["", r["fired"], r["listed"]]),
         "curators": _curators(frame, texts, ctx),
+        "sectioned": "section" in frame.columns,
         "columns": [
             r[k]
             for k in (

@@ -17,6 +17,7 @@ from pipelines.runner import Steps
 from pipelines.schedule import parse_as_of
 from pipelines.summaries import format_number
 
+LOG_WIDTH = 140
 # (column of the weekly table, short header): the terminal shows the main ones; weekly.csv has all.
 WEEKLY_COLUMNS = (
     ("as_of", "week"),
@@ -64,6 +65,8 @@ def run_backtest(
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return result
     console = Console()
+    if not console.is_terminal:  # logs and pipes: rich would wrap the table at 80 columns
+        console = Console(width=LOG_WIDTH)
     weekly = Table(title=f"backtest {result['from']} .. {result['to']}, every {every_days} days")
     for _, header in WEEKLY_COLUMNS:
         weekly.add_column(header, justify="right", no_wrap=True)
@@ -76,7 +79,6 @@ def run_backtest(
         overall.add_row(label, format_number(result["overall"].get(key)))
     console.print(overall)
     seconds = sum(result["seconds"].values())
-    console.print(
-        f"report: {result['report']}  ·  MLflow run {result['mlflow_run_id']}  ·  {seconds:.0f} s"
-    )
+    console.print(f"report: {result['report']}", soft_wrap=True)
+    console.print(f"MLflow run {result['mlflow_run_id']} (kind backtest), {seconds:.0f} s of steps")
     return result

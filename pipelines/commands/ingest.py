@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -16,7 +17,7 @@ from features.oulad import (
     read_oulad,
     withdrawal_rate,
 )
-from features.sources import atomic_dir, write_table
+from features.sources import atomic_dir, write_source_info, write_table
 
 
 def run_ingest_oulad(path: Path, out: Path, config: Config) -> None:
@@ -27,6 +28,7 @@ def run_ingest_oulad(path: Path, out: Path, config: Config) -> None:
     with atomic_dir(out) as tmp:
         for name, frame in contract.tables().items():
             write_table(tmp, name, frame)
+        write_source_info(tmp, contract.source_info())
     print_summary(contract, Path(out), time.perf_counter() - started)
 
 
@@ -63,3 +65,37 @@ def print_summary(contract: OuladContract, out: Path, seconds: float) -> None:
     echo("  kept, worth knowing:")
     for fact, count in contract.notes.items():
         echo(f"    {count:>9,}  {fact}")
+
+
+def run_ingest_moodle(*, dsn: str, prefix: str | None, out: Path, config_path: Path | None) -> dict:
+    """Read a Moodle database into the contract at `out`; later runs append only new log rows."""
+    from pipelines.moodle_steps import ingest_moodle, load_moodle_config
+
+    config = load_moodle_config(config_path)
+    summary = ingest_moodle(
+        dsn=dsn,
+        prefix=config.moodle.prefix if prefix is None else prefix,
+        out=out,
+        config=config,
+        progress=lambda msg: typer.echo(f"  ... {msg}", err=True),
+    )
+    print_moodle_summary(summary, typer.echo)
+    return summary
+
+
+def print_moodle_summary(summary: dict, echo: Callable[[str], None]) -> None:
+    """A short report of one ingest: what was read, written and dropped."""
+    ids = summary["log_id_range"]
+    echo(f"Moodle -> {summary['out']} in {summary['seconds']:.1f} s")
+    echo(f"  courses:        {summary['courses']:>11,}")
+    echo(f"  enrollments:    {summary['enrollments']:>11,}")
+    echo(f"  assignments:    {summary['assignments']:>11,}")
+    echo(f"  submissions:    {summary['submissions']:>11,}")
+    span = f"ids {ids[0]:,}..{ids[1]:,}" if ids else "no new rows"
+    echo(f"  log rows read:  {summary['log_rows_read']:>11,}  ({span})")
+    echo(f"  events written: {summary['events_written']:>11,}  (part {summary['new_part']})")
+    for kind, count in summary["log_events_by_type"].items():
+        echo(f"    {count:>11,}  {kind}")
+    echo("  dropped rows:" + ("" if summary["dropped"] else " none"))
+    for reason, count in summary["dropped"].items():
+        echo(f"    {count:>11,}  {reason}")

@@ -35,6 +35,11 @@ def print_result(result: dict, config: Config, console: Console) -> None:
     for key, label in metric_rows(config):
         table.add_row(label, *(format_number(result["metrics"][name].get(key)) for name in SCORERS))
     console.print(table)
+    if result.get("choice"):
+        style = "yellow" if result.get("model_loses") else "green"
+        console.print(f"[{style}]{result['choice']}[/{style}]")
+    if result.get("served"):
+        console.print(result["served"])
     decision = result["promotion"]
     console.print(
         f"run [bold]{result['run_id']}[/bold] · {result['model_name']} version "

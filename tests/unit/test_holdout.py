@@ -198,3 +198,33 @@ def test_fill_ins_are_drawn_at_the_share_too():
         )
         shares.append((arms["arm"] == ARM_CONTROL).mean())
     assert 0.17 < np.mean(shares) < 0.23
+
+
+def test_freed_slots_are_filled_within_each_section():
+    """Early warning and win-back are ranked apart: a control student's slot goes to the next
+    student of the same section, and ranks restart at 1 in each."""
+    from interventions.winback import EARLY_WARNING, WIN_BACK
+
+    scoring = ScoringConfig(capacity=5, winback_capacity=3)
+    base = ranking(n_curators=3, per_curator=60, seed=4).drop(
+        columns=["in_cooldown", "cooldown_lifted", "eligible", "listed", "rank", "hold_back"]
+        + ["curator_order", "explained"]
+    )
+    base["section"] = np.where(np.arange(len(base)) % 3 == 0, WIN_BACK, EARLY_WARNING)
+    base = pd.concat([base, rank_for_curators(base, T, scoring)], axis=1)
+    base["explained"] = base["listed"]
+    held, arms = holdout_ranking(
+        base,
+        pd.DataFrame(columns=ARM_COLUMNS),
+        np.zeros(len(base), bool),
+        T,
+        ExperimentConfig(control_share=0.3),
+        scoring,
+    )
+    assert (arms["arm"] == ARM_CONTROL).any()
+    listed = held[held["listed"]]
+    sizes = listed.groupby(["curator_id", "section"]).size()
+    assert (sizes.xs(EARLY_WARNING, level="section") == 5).all()
+    assert (sizes.xs(WIN_BACK, level="section") == 3).all()
+    for _, g in listed.groupby(["curator_id", "section"]):
+        assert sorted(g["rank"].astype(int)) == list(range(1, len(g) + 1))

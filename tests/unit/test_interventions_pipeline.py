@@ -18,7 +18,7 @@ from features.sources import course_titles
 from interventions.reasons import group_features
 from interventions.report import ReportContext, build_report
 from interventions.routing import check_rule_features
-from interventions.weekly import explain_in_words, ranking_table
+from interventions.weekly import explain_in_words, rank_week
 from pipelines import outputs_store, score_steps
 from pipelines.feature_cache import CachedFrame
 from pipelines.texts import load_texts
@@ -142,6 +142,7 @@ def test_curator_files_hold_only_their_students_at_most_capacity_in_order(setup,
     for path in files:
         listed = pd.read_csv(path, encoding="utf-8-sig", dtype={"student": str})
         assert list(listed.columns) == [
+            "section",
             "rank",
             "student",
             "course",
@@ -188,9 +189,11 @@ def test_named_reasons_are_the_largest_positive_contributions(setup, tmp_path):
 def test_rule_triggers_are_always_listed(setup, tmp_path):
     config, model, source, frames = setup
     frame = feature_frame(config)
-    frame["days_since_last_submission"] = 1.0
+    frame["deadlines_missed_28d"] = 0.0
     frame["questions_14d"] = 0.0  # no other trigger
-    frame.loc[[5, 9], "days_since_last_submission"] = 30.0  # both curator cur-1
+    # both curator cur-1: a deadline passed unsubmitted, nothing submitted since
+    frame.loc[[5, 9], ["deadlines_missed_28d", "deadlines_due_28d", "submissions_14d"]] = [1, 2, 0]
+    frame.loc[[5, 9], ["days_since_enrolment", "days_since_start"]] = 30.0
     frame.loc[[5, 9], "attr_age_band"] = "18-25"
     frames[T] = frame
     result = run(setup, tmp_path / "out" / "2026-03-02")
@@ -199,7 +202,7 @@ def test_rule_triggers_are_always_listed(setup, tmp_path):
         row = ranking.loc[sid]
         assert row["trigger_stopped_submitting"] and row["listed"] and row["rank"] <= 2
         assert row["routed_by"] == "stopped_submitting" and row["tier"] == "curator"
-        assert row["reasons"].startswith("no submissions for 30 days (school rule")
+        assert row["reasons"].startswith("missed 1 of the last 2 deadlines: work was due")
 
 
 def test_change_trend_and_cooldown_use_earlier_weeks_and_contacts(setup, tmp_path):
@@ -278,7 +281,7 @@ def test_report_is_self_contained_and_each_curator_section_holds_only_their_stud
 def test_warnings_are_visible_in_the_report(setup, tmp_path):
     config, model, source, _ = setup
     frame = feature_frame(config)
-    ranking = ranking_table(frame, model.predict_proba(frame), None, None, T, config)
+    ranking = rank_week(frame, model.predict_proba(frame), T, config)
     contrib = score_steps.explain_step(model, frame, ranking)
     texts = load_texts("en", config)
     titles = course_titles(source)
@@ -306,7 +309,7 @@ def test_reruns_give_byte_identical_curator_files(setup, tmp_path):
     run(setup, out)
     after = {p.name: p.read_bytes() for p in Path(first["curators_dir"]).glob("*.csv")}
     assert before == after and len(before) == N_CURATORS
-    assert all(b.startswith(b"\xef\xbb\xbfrank,student,") for b in before.values())
+    assert all(b.startswith(b"\xef\xbb\xbfsection,rank,student,") for b in before.values())
 
 
 @pytest.mark.parametrize("failing_step", ["explain_in_words", "report_step", "write_week_report"])

@@ -23,8 +23,12 @@ SC = CONFIG.scoring
 def students(**columns) -> pd.DataFrame:
     base = {
         "days_since_last_submission": 2.0,
+        "deadlines_missed_28d": 0.0,
+        "deadlines_missed": 0.0,
+        "submissions_14d": 1.0,
         "deadlines_due": 3.0,
         "days_since_enrolment": 40.0,
+        "days_since_start": 40.0,
         "questions_14d": 0.0,
         "support_tickets_14d": 0.0,
         "logins_7d": 2.0,
@@ -108,18 +112,21 @@ def test_a_condition_needs_exactly_one_kind():
         )
 
 
-def test_stopped_submitting_fires_after_n_days_or_when_never_submitted_long_after_enrolling():
+def test_stopped_submitting_fires_for_work_due_and_not_submitted_not_for_quiet_days():
     frame = students(
-        days_since_last_submission=[13.9, 14.0, np.nan, np.nan, np.nan],
-        deadlines_due=[3, 3, 2, 0, 2],
-        days_since_enrolment=[40, 40, 20, 40, 10],
+        deadlines_missed_28d=[0, 1, 1, 0, 2, 1],
+        submissions_14d=[0, 0, 1, 0, 0, 0],
+        days_since_last_submission=[40, 20, 3, 60, np.nan, np.nan],  # quiet days never fire
+        days_since_enrolment=[40, 40, 40, 40, 40, 10],  # 10 days in: a late first submission
     )
     fired = fire_triggers(frame, SC)
-    assert fired["trigger_stopped_submitting"].tolist() == [False, True, True, False, False]
+    assert fired["trigger_stopped_submitting"].tolist() == [False, True, False, False, True, False]
 
 
 def test_many_questions_fires_at_m_and_both_triggers_are_named():
-    frame = students(questions_14d=[4, 5, 9], days_since_last_submission=[1, 1, 30])
+    frame = students(
+        questions_14d=[4, 5, 9], deadlines_missed_28d=[0, 0, 1], submissions_14d=[1, 1, 0]
+    )
     fired = fire_triggers(frame, SC)
     assert fired["trigger_many_questions"].tolist() == [False, True, True]
     assert fired["triggered"].tolist() == [False, True, True]
@@ -129,7 +136,8 @@ def test_many_questions_fires_at_m_and_both_triggers_are_named():
 
 def test_triggers_decide_before_rules_then_first_rule_then_default():
     frame = students(
-        days_since_last_submission=[30, 1, 1, 1, 1, 1],
+        deadlines_missed_28d=[1, 0, 0, 0, 0, 0],
+        submissions_14d=[0, 1, 1, 1, 1, 1],
         support_tickets_14d=[3, 3, 0, 0, 0, 0],
         course_length_days=[56, 56, 140, 56, 56, 56],
         logins_7d=[2, 2, 2, 2, 4, 2],

@@ -152,7 +152,8 @@ def test_config_tiers_actions_and_triggers_have_wording(texts, config):
         entry = texts.triggers[trigger.name]
         for value in (np.nan, 20.0, 1.0):
             _, window = texts.reason_entry(trigger.feature)
-            text = render_entry(entry, np.array([value]), {"window": float(window or 0)}, texts)
+            fields = {"window": float(window or 0), "deadlines_due_28d": np.array([3.0])}
+            text = render_entry(entry, np.array([value]), fields, texts)
             assert text[0].strip() and not LEFTOVER.search(text[0])
     assert set(config.scoring.reason_groups) <= set(texts.reason_groups)
 

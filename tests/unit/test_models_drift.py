@@ -230,30 +230,41 @@ def staged(seed: int, n: int, stages: tuple[float, float] = (0.0, 1.0), scale: f
 
 
 @pytest.fixture(scope="module")
-def stage_reference(config):
+def quantile_config():
+    """Stage buckets as quantiles of course_elapsed_share (`drift.stage_width_days: null`)."""
+    return load_config(
+        overrides={"drift": {"stage_feature": "course_elapsed_share", "stage_width_days": None}}
+    )
+
+
+@pytest.fixture(scope="module")
+def stage_reference(quantile_config):
     train, validation = staged(0, N_TRAIN), staged(1, 2000)
     scores = 1 / (1 + np.exp(validation["events_total"] / 50))  # risk falls as work piles up
-    return build_drift_reference(StageModel(), train, validation, scores, config)
+    return build_drift_reference(StageModel(), train, validation, scores, quantile_config)
 
 
 def test_the_stage_matched_reference_leaves_out_calendar_and_categorical_attrs(
-    stage_reference, config
+    stage_reference, quantile_config
 ):
+    config = quantile_config
     assert list(stage_reference["features"]) == ["events_total", "attr_prior_courses"]
     assert stage_reference["stage"]["feature"] == "course_elapsed_share"
     assert len(stage_reference["stage"]["edges"]) == config.drift.stage_bins - 1
     entry = stage_reference["features"]["events_total"]
     assert len(entry["by_stage"]) == config.drift.stage_bins == len(entry["stage_rows"])
-    assert sum(entry["stage_rows"]) == N_TRAIN and entry["rows"] == N_TRAIN
+    # features: training and validation rows (the data of the training period)
+    assert sum(entry["stage_rows"]) == N_TRAIN + 2000 and entry["rows"] == N_TRAIN + 2000
     assert all(sum(shares) == pytest.approx(1.0) for shares in entry["by_stage"])
     assert "city" not in json.dumps(stage_reference)  # no categorical attr_* value travels
     weights = np.r_[np.full(config.drift.stage_bins, 1 / config.drift.stage_bins), 0.0]
     assert sum(expected_shares(entry, weights)) == pytest.approx(1.0)
 
 
-def test_a_week_at_one_course_stage_is_matched_to_that_stage(stage_reference, config):
+def test_a_week_at_one_course_stage_is_matched_to_that_stage(stage_reference, quantile_config):
     """All students early in their courses: pooled training flags it, stage matching does not,
     and a real shift at the same stage is still caught."""
+    config = quantile_config
     early = staged(7, 400, stages=(0.0, 0.2))
     scores = 1 / (1 + np.exp(early["events_total"] / 50))
     pooled = {k: v for k, v in stage_reference.items() if k != "stage"}
@@ -279,13 +290,14 @@ def test_drift_features(config, names, types, expected):
     assert drift_features(names, types, cfg) == expected
 
 
-def test_stages_the_validation_rows_never_reached_take_the_training_scores(config):
+def test_stages_the_validation_rows_never_reached_take_the_training_scores(quantile_config):
     """A time split's validation rows are early in their courses; a late-stage week is then
     compared with the training rows' own scores of that stage, not flagged for being late."""
 
     def risk(frame):
         return 1 / (1 + np.exp(-(frame["course_elapsed_share"] * 4 - 2)))  # rises with stage
 
+    config = quantile_config
     train, validation = staged(0, N_TRAIN), staged(1, 2000, stages=(0.0, 0.3))
     late = staged(9, 400, stages=(0.8, 1.0))
     without = build_drift_reference(StageModel(), train, validation, risk(validation), config)
@@ -301,3 +313,140 @@ def test_stages_the_validation_rows_never_reached_take_the_training_scores(confi
     assert "score" not in set(check.drifted["name"]), check.table
     shifted = np.clip(risk(late) + 0.3, 0, 1)  # the same stage, riskier: still caught
     assert "score" in set(check_drift(filled, late, shifted, config.drift).drifted["name"])
+
+
+# ------------------------------------------- weeks of course, whole course runs (issue 12)
+
+WEEKS = 12
+RUN_ROWS = 150
+
+
+class RunModel:
+    feature_types = {
+        "events_total": "float",
+        "score_mean": "float",
+        "on_time_share": "float",
+        "days_since_last_submission": "float",
+        "days_since_start": "float",
+    }
+
+    def feature_importance(self) -> pd.Series:
+        return pd.Series([5.0, 4.0, 3.0, 2.0, 1.0], index=list(self.feature_types))
+
+
+def course_runs(
+    seed: int,
+    runs: int,
+    weeks: range = range(WEEKS),
+    clicks: float = 1.0,
+    score_shift: float = 0.0,
+    prefix: str = "R",
+) -> pd.DataFrame:
+    """Weekly snapshots of course runs, each run with its own character: click level, score
+    level and deadline dates (every 3 weeks, days 3-6 of the week, per run). Deadlines passed
+    set the few values on_time_share takes; days since the last submission follows the run's
+    schedule."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for r in range(runs):
+        clicks_r = rng.lognormal(np.log(30), 0.3) * clicks
+        score_r = rng.normal(68, 4) + score_shift
+        offset = 3 + int(rng.integers(0, 4))
+        ability = rng.normal(0, 1, RUN_ROWS)
+        for w in weeks:
+            day = 7 * (w + 1)
+            due = max((day - offset) // 21 + 1, 0) if day > offset else 0
+            on_time = rng.binomial(due, 1 / (1 + np.exp(-ability - 1))) if due else None
+            since_deadline = (day - offset) % 21 if due else day
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "course_id": f"{prefix}{r}",
+                        "days_since_start": float(day),
+                        "events_total": rng.poisson(clicks_r * (w + 1) * np.exp(0.3 * ability)),
+                        "score_mean": np.where(
+                            due > 0, rng.normal(score_r + 8 * ability, 6), np.nan
+                        ),
+                        "on_time_share": np.nan if on_time is None else on_time / max(due, 1),
+                        "days_since_last_submission": since_deadline + rng.exponential(2, RUN_ROWS),
+                    }
+                )
+            )
+    frame = pd.concat(parts, ignore_index=True)
+    frame["events_total"] = frame["events_total"].astype(float)
+    return frame
+
+
+def run_risk(frame: pd.DataFrame) -> np.ndarray:
+    z = -2 - frame["events_total"] / 300 - (frame["score_mean"].fillna(68) - 68) / 20
+    return 1 / (1 + np.exp(-z.to_numpy()))
+
+
+@pytest.fixture(scope="module")
+def run_reference(config):
+    train, validation = course_runs(0, 10), course_runs(1, 5, prefix="V")
+    return build_drift_reference(
+        RunModel(), train, validation, run_risk(validation), config, train_scores=run_risk(train)
+    )
+
+
+def scoring_week(seed: int, week: int, runs: int = 4, **shift) -> pd.DataFrame:
+    """A scoring week: a few new course runs, all at course week `week`."""
+    return course_runs(seed, runs, weeks=range(week, week + 1), prefix=f"S{seed}-", **shift)
+
+
+def test_the_reference_keeps_exact_course_weeks_and_runs_without_identifiers(run_reference):
+    assert run_reference["stage"] == {
+        "feature": "days_since_start",
+        "width": 7,
+        "buckets": WEEKS + 1,
+    }
+    entry = run_reference["features"]["on_time_share"]
+    assert entry["stage_rows"][0] == 0 and entry["stage_rows"][1] == 15 * RUN_ROWS
+    assert [len(runs) for runs in entry["stage_runs"][1:]] == [15] * WEEKS
+    assert "R0" not in json.dumps(run_reference) and "V0" not in json.dumps(run_reference)
+    assert entry["stage_runs"][3][0][0] == RUN_ROWS  # [rows, *shares] per run
+    assert sum(entry["stage_runs"][3][0][1:]) == pytest.approx(1.0)
+    assert run_reference["features"]["days_since_last_submission"]["centred"]
+
+
+@pytest.mark.parametrize("week", [0, 2, 4, 7, 11])
+def test_an_unchanged_week_of_new_runs_does_not_warn(run_reference, config, week):
+    frame = scoring_week(100 + week, week)
+    check = check_drift(run_reference, frame, run_risk(frame), config.drift, seed=week)
+    assert check.stage_matched
+    assert check.count == 0, check.table
+
+
+@pytest.mark.parametrize("week", [0, 2, 4, 7, 11])
+def test_a_planted_shift_clicks_halved_scores_minus_15_warns_in_every_week(
+    run_reference, config, week
+):
+    frame = scoring_week(100 + week, week, clicks=0.5, score_shift=-15)
+    check = check_drift(run_reference, frame, run_risk(frame), config.drift, seed=week)
+    drifted = set(check.drifted["name"])
+    assert "events_total" in drifted
+    if frame["score_mean"].notna().any():  # scores exist once a deadline has passed
+        assert "score_mean" in drifted
+
+
+def test_without_exact_weeks_and_runs_an_unchanged_week_warns(run_reference, config):
+    """What the guard did before: pooled, independent rows; the same unchanged week warns."""
+    pooled = {k: v for k, v in run_reference.items() if k != "stage"}
+    frame = scoring_week(104, 4)
+    check = check_drift(pooled, frame, run_risk(frame), config.drift, seed=4)
+    assert check.count > 0
+
+
+def test_a_week_the_training_runs_never_reached_uses_the_pooled_shares(run_reference, config):
+    frame = scoring_week(150, WEEKS + 5)  # course week 17: beyond every training run
+    check = check_drift(run_reference, frame, run_risk(frame), config.drift, seed=1)
+    assert check.stage_matched and len(check.table) == 5
+    assert not check.table["psi"].isna().any()
+
+
+def test_schedule_shift_of_a_run_does_not_warn_on_days_since_last_submission(run_reference, config):
+    frame = scoring_week(105, 5)
+    frame["days_since_last_submission"] += 6.0  # deadlines moved by 6 days this presentation
+    check = check_drift(run_reference, frame, run_risk(frame), config.drift, seed=2)
+    assert "days_since_last_submission" not in set(check.drifted["name"])

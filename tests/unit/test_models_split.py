@@ -115,3 +115,74 @@ def test_no_labelled_rows(frame):
     unlabelled = frame.assign(label=np.nan)
     with pytest.raises(SplitError, match="no labelled snapshot"):
         split_by_time(unlabelled, split_config(), HORIZON)
+
+
+def shared_start(frame: pd.DataFrame, n_late: int) -> pd.DataFrame:
+    """The frame with its latest `n_late` runs moved to one start date (as OULAD's 2013J runs)."""
+    runs = frame[["course_id", "course_start"]].drop_duplicates().sort_values("course_start")
+    late = runs["course_id"].iloc[-n_late:]
+    moved = frame.copy()
+    shared = runs["course_start"].iloc[-n_late]
+    shift = shared - moved["course_start"]
+    is_late = moved["course_id"].isin(late)
+    moved.loc[is_late, "course_start"] = shared
+    moved.loc[is_late, "as_of"] = moved.loc[is_late, "as_of"] + shift[is_late]
+    return moved
+
+
+@pytest.mark.parametrize("test_share", [0.2, 0.3, 0.4])
+def test_course_start_test_share_counts_snapshots(frame, test_share):
+    split = split_by_time(frame, split_config(test_share=test_share), HORIZON)
+    assert split.summary.method == "course_start"
+    assert split.summary.test_share <= 0.5
+    labelled = int(frame["label"].notna().sum())
+    assert split.summary.test_share == pytest.approx(split.test.sum() / labelled)
+
+
+def test_many_runs_sharing_the_latest_start_fall_back_to_a_date_cutoff(frame):
+    moved = shared_start(frame, 6)  # 6 of 8 runs start together: most of the data
+    split = split_by_time(moved, split_config(), HORIZON)
+    check_partition(moved, split)
+    summary = split.summary
+    assert summary.method == "cutoff"
+    assert "split.max_test_share" in summary.fallback_reason
+    assert summary.test_share < 0.5
+    as_of = moved["as_of"]
+    assert as_of[split.test].min() >= as_of[split.train | split.validation].max()
+
+
+def test_the_fallback_can_be_an_error_naming_the_setting(frame):
+    moved = shared_start(frame, 6)
+    with pytest.raises(SplitError, match="split.max_test_share"):
+        split_by_time(moved, split_config(course_start_fallback="error"), HORIZON)
+
+
+def test_an_explicit_test_from_is_kept_even_when_it_tests_most_runs(frame):
+    starts = frame["course_start"].drop_duplicates().sort_values()
+    boundary = starts.iloc[2]
+    split = split_by_time(frame, split_config(test_from=boundary.isoformat()), HORIZON)
+    assert split.summary.method == "course_start"
+    assert (frame.loc[split.test, "course_start"] >= boundary).all()
+
+
+@pytest.mark.parametrize(
+    ("changes", "setting"),
+    [
+        ({"test_from": "2100-01-01"}, "split.test_from"),
+        ({"method": "cutoff", "cutoff": "2100-01-01"}, "split.cutoff"),
+        ({"method": "cutoff", "cutoff": "2000-01-01"}, "split.cutoff"),
+    ],
+)
+def test_empty_periods_name_the_setting(frame, changes, setting):
+    with pytest.raises(SplitError, match=setting.replace(".", r"\.")):
+        split_by_time(frame, split_config(**changes), HORIZON)
+
+
+def test_summary_is_frozen_and_reads_like_the_former_dict(frame):
+    split = split_by_time(frame, split_config(), HORIZON)
+    summary = split.summary
+    assert summary["train"]["rows"] == summary.train.rows == int(split.train.sum())
+    assert isinstance(summary["test"], dict)
+    assert summary.as_dict()["validation"]["rows"] == int(split.validation.sum())
+    with pytest.raises(AttributeError):
+        summary.method = "other"  # type: ignore[misc]

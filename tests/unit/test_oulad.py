@@ -20,6 +20,7 @@ from features.oulad import (
     presentation_start,
     read_oulad,
 )
+from features.sources import read_source_info
 from pipelines.commands.ingest import run_ingest_oulad
 
 UTC = "UTC"
@@ -411,8 +412,16 @@ def test_run_ingest_writes_the_four_tables(tmp_path, capsys, config):
         "courses.parquet",
         "enrollments.parquet",
         "events.parquet",
+        "source.yaml",
     ]
     assert len(pd.read_parquet(out / "events.parquet")) == 4 + 4
+    # The export time: the midnight after the latest course end or observed row.
+    exported = read_source_info(out).exported_at
+    events = pd.read_parquet(out / "events.parquet")
+    courses = pd.read_parquet(out / "courses.parquet")
+    latest = max(events["ts"].max(), courses["end_at"].max())
+    assert latest < exported <= latest.floor("D") + pd.Timedelta(days=1)
+    assert exported.hour == 0 and exported.minute == 0
     printed = capsys.readouterr().out
     assert "enrollments:" in printed and "withdrawal rate:" in printed and "BBB-2013J" in printed
 

@@ -15,11 +15,20 @@ from hypothesis import strategies as st
 
 from configs import load_config
 from features.build import build_feature_frame
-from features.catalog import KEY_COLUMNS, LABEL_COLUMN
-from tests.sources import random_school, truncate_at, write_source
+from features.catalog import KEY_COLUMNS, LABEL_COLUMN, feature_names
+from tests.sources import random_school as _random_school
+from tests.sources import truncate_at, write_source
 
 CONFIG = load_config()
 Builder = Callable[..., pd.DataFrame]
+
+
+def random_school(seed: int, **kwargs) -> dict[str, pd.DataFrame]:
+    """The random school with assignment weights (for next_deadline_weight)."""
+    tables = _random_school(seed, **kwargs)
+    assignments = tables["assignments"].copy()
+    assignments["weight"] = [float(1 + (seed + j) % 4) for j in range(len(assignments))]
+    return {**tables, "assignments": assignments}
 
 
 def features_at(build: Builder, tables, folder, when: pd.Timestamp) -> pd.DataFrame:
@@ -57,6 +66,31 @@ def test_weekly_snapshots_ignore_rows_at_or_after_t(tmp_path, seed):
         b = cut[cut.as_of == when][pick].reset_index(drop=True)
         assert len(a) > 0
         pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9)
+
+
+def test_every_catalogue_feature_is_checked_with_values(tmp_path):
+    """The guarantee above covers every catalogue feature: each is a column of the compared
+    frames and takes non-null, non-constant values on these schools (a feature that were always
+    null would pass the point-in-time check without testing anything)."""
+    frames = []
+    for seed in (1, 2, 3, 4):
+        tables = random_school(seed, n_students=16, n_events=600)
+        frames.append(build_feature_frame(write_source(tmp_path / f"s{seed}", tables), CONFIG))
+    frame = pd.concat(frames, ignore_index=True)
+    for name in feature_names(CONFIG.features):
+        assert name in frame.columns, name
+        values = frame[name].dropna()
+        assert values.nunique() > 1, f"{name} is constant or always null here"
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_deadline_features_ignore_submissions_at_or_after_t(tmp_path, seed):
+    """A submission at or after t never changes the deadline position at t (a late submission
+    counts from the snapshots after it)."""
+    tables = random_school(seed, n_students=12, n_events=400)
+    deadline = tables["assignments"]["due_at"].sort_values().iloc[2]
+    when = (deadline + pd.Timedelta(days=3)).floor("D")
+    assert_point_in_time(build_feature_frame, tables, tmp_path, when)
 
 
 def test_checker_catches_a_leaky_feature(tmp_path):

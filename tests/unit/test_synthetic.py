@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from configs import load_config
 from configs.schema import GeneratorConfig
 from features.contract import EVENT_TYPES, TABLES, EventType, Kind
+from features.sources import read_source_info
 from features.synthetic import (
     EVENTS_DIR,
     SCHOOL_FILE,
@@ -53,6 +54,7 @@ def school(tmp_path_factory) -> dict:
     tables["truth"] = pd.read_parquet(folder / TRUTH_FILE)
     tables["info"] = read_school_info(folder)
     tables["data_end"] = pd.Timestamp(tables["info"]["data_end"])
+    tables["exported_at"] = read_source_info(folder).exported_at
     return tables
 
 
@@ -175,6 +177,8 @@ def test_nothing_happens_at_or_after_the_data_end(school):
     assert enr.enrolled_at.max() < end and enr.unenrolled_at.max() < end
     assert school["interventions"].ts.max() < end
     assert school["info"]["max_event_ts"] == school["events"].ts.max().floor("s").isoformat()
+    # source.yaml says the school was exported at its data end
+    assert school["exported_at"] == end.to_pydatetime()
 
 
 def test_events_lie_within_enrolment_and_course(school):

@@ -8,7 +8,8 @@ import pytest
 
 from configs import load_config
 from configs.schema import ConfigError
-from webapp.app import card_anchor, fill_message, load_labels
+from interventions.messages import fill_message
+from webapp.app import card_anchor, load_labels
 from webapp.db.engine import database_url
 
 
