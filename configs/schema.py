@@ -699,6 +699,33 @@ class MoodleConfig(Section):
     prefetch_batches: int = Field(4, ge=0)  # log batches read ahead by a thread (0: none)
 
 
+class ExperimentConfig(Section):
+    """The randomised hold-out (docs/holdout.md): a share of the students who would be listed is
+    drawn into a control arm that is shown on no list, and the effect measure comparing arms."""
+
+    control_share: float = Field(0.10, ge=0, lt=1)  # 0 turns the hold-out off
+    seed: int = 20261
+    weeks_out: int = Field(4, ge=1)  # a control student is on no list for this many weeks
+    risk_bands: list[float] = Field(default_factory=lambda: [0.3, 0.6])  # cut points, ascending
+    exempt_tiers: list[str] = Field(default_factory=lambda: ["technical_support"])
+    exempt_triggers: bool = False  # true: rule triggers are never held out either
+    horizon_days: int | None = Field(None, ge=1)  # dropout within; null: snapshots.horizon_days
+    confidence: float = Field(0.90, gt=0, lt=1)  # the interval shown
+    claim_alpha: float = Field(0.05, gt=0, lt=1)  # an effect is claimed at this two-sided level
+    power: float = Field(0.80, gt=0, lt=1)  # for the minimum detectable effect and the plan
+    plan_effect: float = Field(0.05, gt=0, lt=1)  # the effect to detect (absolute dropout drop)
+    plan_base_rate: float = Field(0.30, gt=0, lt=1)  # dropout without lists, until measured
+    plan_new_share: float = Field(0.5, gt=0, le=1)  # share of a week's list that is new
+    min_per_arm: int = Field(30, ge=1)  # below this in an arm: "not enough evidence yet"
+
+    @model_validator(mode="after")
+    def _bands_ascending(self) -> ExperimentConfig:
+        bands = self.risk_bands
+        if any(not 0 < b < 1 for b in bands) or sorted(set(bands)) != list(bands):
+            raise ValueError(f"experiment.risk_bands must ascend strictly inside (0, 1): {bands}")
+        return self
+
+
 class Config(Section):
     generator: GeneratorConfig = GeneratorConfig()
     oulad: OuladConfig = OuladConfig()
@@ -714,6 +741,7 @@ class Config(Section):
     schedule: ScheduleConfig = ScheduleConfig()
     demo: DemoConfig = DemoConfig()
     workspace_app: WorkspaceAppConfig = WorkspaceAppConfig()
+    experiment: ExperimentConfig = ExperimentConfig()
     moodle: MoodleConfig = MoodleConfig()
 
 

@@ -424,6 +424,31 @@ def app_export(
     run_export(out=out, config=load(config))
 
 
+# --- the hold-out's effect measure (issue 15) ---------------------------------------------
+
+
+@app.command()
+@user_errors
+def effect(
+    source: SourceOpt,
+    plan_only: Annotated[
+        bool, typer.Option("--plan", help="Only the sizing: weeks needed to detect the effect.")
+    ] = False,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Outcomes known up to (ISO date; default now).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Did the lists help? Dropout of listed against control students of the hold-out, with
+    intervals, the effect per contacted student and the minimum detectable effect."""
+    from pipelines.commands.effect import run_effect
+
+    run_effect(
+        source=source, config=load(config), as_of=as_of, plan_only=plan_only, as_json=as_json
+    )
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

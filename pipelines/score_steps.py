@@ -9,6 +9,8 @@
     contacts     latest curator contact per enrollment (optional `interventions` table)
     titles       course titles for the messages
     rank         triggers, cooldown and capacity -> who is listed, in which order
+    holdout      the hold-out: stored arms read, new ones drawn and stored, control students
+                 taken off the lists (their slots filled by the next students)
     explain      the model's contributions for the students to explain (listed ones)
     words        reasons in words, support tier and action, first message
     report       report.html (a warning box on top when inputs drifted; the drift table)
@@ -32,10 +34,11 @@ import pandas as pd
 
 from configs.schema import Config
 from features.sources import course_titles, display_names_of, recent_contacts
+from interventions.holdout import holdout_ranking
 from interventions.messages import with_first_names
 from interventions.ranking import curator_lists
 from interventions.report import ReportContext
-from interventions.routing import check_rule_features
+from interventions.routing import check_rule_features, route
 from interventions.texts import Texts
 from interventions.triggers import state_columns, state_from_ranking
 from interventions.weekly import ENROLLMENT_KEYS, explain_in_words, rank_week, summarise_week
@@ -139,6 +142,31 @@ def contacts_step(
     both = pd.concat([c for c in (from_source, recorded) if c is not None], ignore_index=True)
     both["ts"] = pd.to_datetime(both["ts"], utc=True)
     return both.groupby(["student_id", "course_id"], as_index=False, sort=True)["ts"].max()
+
+
+# --- hold-out (issue 15): the one step the experiment adds ---------------------------------
+
+
+def holdout_step(
+    frame: pd.DataFrame, ranking: pd.DataFrame, as_of: datetime, config: Config, workspace
+) -> pd.DataFrame:
+    """Read the stored arms, draw arms for newly listed students, store them (before any list is
+    written), and take control students off the lists. Technical-support cases (by the tier the
+    triggers and the feature rules give before the model's reasons are known) are exempt."""
+    experiment = config.experiment
+    if experiment.control_share == 0:
+        return ranking
+    tiers = route(frame, ranking, None, config.scoring)["tier"]
+    exempt = tiers.isin(experiment.exempt_tiers).to_numpy(dtype=bool)
+    if experiment.exempt_triggers:
+        exempt |= ranking["triggered"].to_numpy(dtype=bool)
+    arms = workspace_store.experiment_arms(workspace)
+    held, new_arms = holdout_ranking(ranking, arms, exempt, as_of, experiment, config.scoring)
+    workspace_store.store_arms(workspace, new_arms)
+    return held
+
+
+# --- end hold-out ---------------------------------------------------------------------------
 
 
 def explain_step(model, frame: pd.DataFrame, ranking: pd.DataFrame) -> pd.DataFrame:
@@ -346,6 +374,18 @@ def score_steps(
         previous_state=history.trigger_state,
         contacts=contacts,
     )
+    # hold-out (issue 15): control students off the lists before anything is explained or written
+    ranking = steps(
+        "holdout",
+        "hold-out: control arm",
+        holdout_step,
+        frame,
+        ranking,
+        as_of,
+        config,
+        workspace,
+        io=True,
+    )
     contributions = steps(
         "explain", "explaining the listed students", explain_step, model, frame, ranking
     )
@@ -382,6 +422,7 @@ def score_steps(
         "previous": str(history.previous_folder) if history.previous_folder else None,
         "warnings": drift_warnings(drift),
         **summarise_week(ranking),
+        "held_back_control": int((ranking["hold_back"] == "control").sum()),  # hold-out
         "drifted_inputs": drift.count,
         "drift": drift.summary(),
     }

@@ -17,7 +17,7 @@ from features.sources import display_names_of
 from interventions.ranking import curator_lists
 from interventions.texts import Texts
 from pipelines.settings import Workspace
-from webapp.db import open_workspace_db, publish_week, recorded_contacts
+from webapp.db import assign_arms, open_workspace_db, publish_week, read_arms, recorded_contacts
 
 CONTACT_COLUMNS = ["student_id", "course_id", "ts"]
 
@@ -66,3 +66,30 @@ def contacts_between(workspace: Workspace, start: datetime, end: datetime) -> pd
     finally:
         db.dispose()
     return recorded[CONTACT_COLUMNS]
+
+
+def experiment_arms(workspace: Workspace) -> pd.DataFrame:
+    """Every hold-out arm stored in the workspace (see `webapp.db.experiment.ARM_FIELDS`)."""
+    db = engine(workspace)
+    try:
+        return read_arms(db)
+    finally:
+        db.dispose()
+
+
+def store_arms(workspace: Workspace, arms: pd.DataFrame) -> int:
+    """Store newly drawn arms (append-only: an enrolment keeps its first arm); how many stored."""
+    db = engine(workspace)
+    try:
+        return assign_arms(db, arms)
+    finally:
+        db.dispose()
+
+
+def all_contacts(workspace: Workspace) -> pd.DataFrame:
+    """Every contact recorded in the workspace: student_id, course_id, ts."""
+    db = engine(workspace)
+    try:
+        return recorded_contacts(db)[CONTACT_COLUMNS]
+    finally:
+        db.dispose()

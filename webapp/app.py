@@ -4,6 +4,7 @@ Every page, form and API call checks that the student belongs to the person aski
 see and record for everyone); anything else is answered 403 before anything is written.
 """
 
+import json
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from webapp import auth
 from webapp.db import records
 from webapp.db.accounts import KIND_API, Account, create_credential, end_credential
 from webapp.db.engine import open_workspace_db
+from webapp.db.experiment import EFFECT_FILE, arm_counts
 from webapp.settings import AppSettings
 
 HERE = Path(__file__).resolve().parent
@@ -470,6 +472,13 @@ def create_app(settings: AppSettings) -> FastAPI:
         token = create_credential(engine, account.person_id, KIND_API, token_life, "web")
         return render(request, "token.html", {"token": token}, account=account, session=session)
 
+    def effect_of_holdout(as_of: datetime) -> dict[str, Any]:
+        """The hold-out's arms at the week shown and the latest `notalone effect` result (None
+        before one)."""
+        path = Path(settings.home) / EFFECT_FILE
+        latest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return {"arms": arm_counts(engine, as_of), "latest": latest}
+
     @app.get("/lead", response_class=HTMLResponse, include_in_schema=False)
     def lead_page(
         request: Request,
@@ -502,6 +511,7 @@ def create_app(settings: AppSettings) -> FastAPI:
                 "curators": records.curators_of_week(engine, current.week_id),
                 "curator_id": curator or "",
                 "s": summary,
+                "effect": effect_of_holdout(current.as_of),  # hold-out (issue 15)
             },
             account=account,
             session=session,

@@ -70,7 +70,8 @@ def test_backtest_agrees_with_score_week_by_week(trained_workspace, tmp_path):
     source, as_of = trained_workspace
     # Weeks whose horizon lies inside the data: their outcomes are known.
     weeks = [as_of - timedelta(days=d) for d in (49, 42, 35)]
-    result = assert_agrees_with_score(source, weeks, tmp_path, ["--config", str(_synthetic())])
+    config = _synthetic(tmp_path)
+    result = assert_agrees_with_score(source, weeks, tmp_path, ["--config", str(config)])
     overall = result["overall"]
     assert overall["weeks"] == 3 and overall["list_slots"] > 0
     assert 0.5 < overall["roc_auc"] <= 1
@@ -85,10 +86,22 @@ def test_backtest_agrees_with_score_week_by_week(trained_workspace, tmp_path):
     assert run.data.metrics["list_slots"] == overall["list_slots"]
 
 
-def _synthetic() -> Path:
+def _no_holdout(tmp_path: Path, base: Path | None = None) -> Path:
+    """A config without the hold-out (the backtest replays the lists themselves; the
+    randomised control arm is an experiment on top of them), over `base` when given."""
+    import yaml
+
+    data = yaml.safe_load(base.read_text(encoding="utf-8")) if base else {}
+    data["experiment"] = {**(data.get("experiment") or {}), "control_share": 0}
+    path = tmp_path / "no-holdout.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def _synthetic(tmp_path: Path) -> Path:
     from configs.schema import CONFIG_DIR
 
-    return CONFIG_DIR / "synthetic.yaml"
+    return _no_holdout(tmp_path, CONFIG_DIR / "synthetic.yaml")
 
 
 def test_assumed_contacts_hold_earlier_listed_students_back(trained_workspace, tmp_path):
@@ -161,5 +174,6 @@ def test_backtest_agrees_with_score_on_oulad_aaa(oulad_aaa, monkeypatch, tmp_pat
     monkeypatch.setenv("NOTALONE_HOME", str(home))
     start = pd.Timestamp("2014-11-03", tz="UTC")  # Mondays inside AAA 2014J
     weeks = [start, start + timedelta(days=14)]
-    result = assert_agrees_with_score(aaa, weeks, tmp_path, [])
+    config = _no_holdout(tmp_path)
+    result = assert_agrees_with_score(aaa, weeks, tmp_path, ["--config", str(config)])
     assert result["overall"]["rows"] > 0

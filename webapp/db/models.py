@@ -188,3 +188,21 @@ class FeedbackAnswer(Base):
     question: Mapped[str] = mapped_column(Text)
     answer: Mapped[str] = mapped_column(Text)
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ExperimentArm(Base):
+    """The hold-out arm of an enrolment (control: on no list until `release_at`). Drawn once,
+    stored before any list is written, never changed (append-only)."""
+
+    __tablename__ = "experiment_arms"
+    __table_args__ = (Index("ix_arm_assigned", "assigned_at"),)
+
+    student_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    course_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    arm: Mapped[str] = mapped_column(String(20))  # control | listed
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    release_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    curator_id: Mapped[str] = mapped_column(ID)
+    risk_band: Mapped[str] = mapped_column(String(40))
+    risk: Mapped[float | None] = mapped_column(Float, nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
