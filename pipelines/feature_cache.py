@@ -38,6 +38,8 @@ def source_files(source: str | Path) -> list[Path]:
     for _name, table in sorted(locate_tables(source).items()):
         if table.fmt == "parquet_dir":
             files.extend(sorted(table.path.glob("*.parquet")))
+        elif table.fmt == "parquet_hive":
+            files.extend(sorted(table.path.glob("*=*/*.parquet")))
         else:
             files.append(table.path)
     return files
