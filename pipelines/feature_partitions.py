@@ -164,9 +164,23 @@ def write_partitioned_features(
 
 
 def read_feature_dataset(path: str | Path) -> pd.DataFrame:
-    """A partitioned feature dataset (or a single file) as one frame, in the local build's order."""
+    """A partitioned feature dataset (or a single file) as one frame, in the local build's row
+    order (as_of, course_id, student_id): row order shapes LightGBM's bagging and bins, so a
+    model trained on either is the same model.
+
+    Parts hold runs in course-id order and each part is in the local order, so a stable sort of
+    the parts one after the other on as_of alone gives the local order.
+    """
+    import numpy as np
+
     path = Path(path)
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     frames = [pd.read_parquet(f) for f in files]
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return frame
+    if len(frames) == 1:
+        return frames[0]
+    frame = pd.concat(frames, ignore_index=True)
+    for col in frame.columns:  # categories differ between parts: concat leaves plain values
+        if any(isinstance(f[col].dtype, pd.CategoricalDtype) for f in frames):
+            frame[col] = frame[col].astype("category")
+    order = np.argsort(frame["as_of"].to_numpy(dtype="int64"), kind="stable")
+    return frame.take(order).reset_index(drop=True)

@@ -95,6 +95,8 @@ def test_features_on_the_cluster_equal_the_local_build(school, cluster, tmp_path
     assert len(parts) > 1  # really partitioned
     got = read_feature_dataset(out)
     assert rows == len(local) == len(got) > 0
+    # Read back in the local build's row order (no sort needed), values and dtypes identical.
+    pd.testing.assert_frame_equal(local, got, check_categorical=False)
     pd.testing.assert_frame_equal(_sorted(local), _sorted(got), check_categorical=False)
 
 
