@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 RUN := $(UV) run --frozen
 
-.PHONY: install demo test lint format bench-features bench-train bench-score bench-webapp bench serve ui clean
+.PHONY: install demo test lint format bench-features bench-train bench-score bench-webapp bench-scale bench serve ui clean
 
 install: .venv/.installed
 
@@ -44,6 +44,9 @@ bench-score: install
 
 bench-webapp: install
 	$(RUN) python benchmarks/bench_webapp.py
+
+bench-scale: install
+	$(RUN) python benchmarks/bench_scale.py
 
 bench: bench-features bench-train bench-score
 
