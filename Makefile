@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 RUN := $(UV) run --frozen
 
-.PHONY: install demo test test-fast lint format bench-features bench-train bench-score bench-webapp bench-moodle bench serve ui clean
+.PHONY: install demo test test-fast lint format bench-features bench-train bench-score bench-webapp bench-moodle bench-scale bench serve ui clean
 
 install: .venv/.installed
 
@@ -50,6 +50,9 @@ bench-webapp: install
 
 bench-moodle: install
 	$(RUN) python benchmarks/bench_moodle.py
+
+bench-scale: install
+	$(RUN) python benchmarks/bench_scale.py
 
 bench: bench-features bench-train bench-score
 

@@ -726,6 +726,26 @@ class ExperimentConfig(Section):
         return self
 
 
+class DaskConfig(Section):
+    """The Dask cluster of `--dask` (pipelines/dask_store.py); scheduler null: no Dask.
+
+    scheduler: "tcp://HOST:PORT" (an existing cluster) or "local:N" (N one-thread workers).
+    """
+
+    scheduler: str | None = None
+    # Distributed LightGBM only pays off on large tables; below this many training rows the
+    # model is fitted on the client as without Dask.
+    train_min_rows: int = Field(1_000_000, ge=0)
+    # Course runs per feature partition: a partition is a task that builds whole runs.
+    runs_per_partition: int = Field(4, ge=1)
+    # Memory each worker of a `local:N` cluster may use (Dask's memory_limit).
+    local_memory_limit: str = "2GiB"
+    # Seconds to wait for the cluster's workers to appear.
+    connect_timeout_s: float = Field(60.0, gt=0)
+    # Port range lightgbm.dask opens between the workers while training.
+    lightgbm_port_base: int = Field(12400, ge=1024, le=65000)
+
+
 class Config(Section):
     generator: GeneratorConfig = GeneratorConfig()
     oulad: OuladConfig = OuladConfig()
@@ -743,6 +763,7 @@ class Config(Section):
     workspace_app: WorkspaceAppConfig = WorkspaceAppConfig()
     experiment: ExperimentConfig = ExperimentConfig()
     moodle: MoodleConfig = MoodleConfig()
+    dask: DaskConfig = DaskConfig()
 
 
 class ConfigError(ValueError):

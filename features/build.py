@@ -819,11 +819,14 @@ def iter_feature_chunks(
     as_of: datetime | CalendarWeeks | None = None,
     progress: Progress | None = None,
     duplicate_events: bool | None = None,
+    data_end_s: float | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Prepare the rollups on `con`; yield the snapshot frame in chunks of whole course runs.
 
     `duplicate_events`: whether the events may hold exact duplicate rows (to be dropped). None
     checks (one hash aggregation of the events); callers that validated the source know already.
+    `data_end_s`: the whole source's last moment, for a connection that sees only some course runs
+    (a partition); None reads it from `con`.
     """
     say = progress or (lambda _msg: None)
     plan = Plan.from_config(config)
@@ -834,7 +837,7 @@ def iter_feature_chunks(
         if not present:
             raise SourceError(f"table {table!r} is missing from the source", table=table)
     try:
-        end_s = data_end(con)
+        end_s = data_end(con) if data_end_s is None else data_end_s
         say("snapshots")
         attrs = _prepare_base_tables(con, config, as_of, plan)
         _rollups(con, plan, say, duplicate_events)

@@ -37,7 +37,7 @@ class SourceError(NotaloneError):
 class TableFile:
     name: str
     path: Path
-    fmt: str  # "parquet", "csv" or "parquet_dir"
+    fmt: str  # "parquet", "csv", "parquet_dir" or "parquet_hive" (folders KEY=VALUE/*.parquet)
 
     def scan_sql(self) -> str:
         """A DuckDB table expression that reads this table in place."""
@@ -46,6 +46,13 @@ class TableFile:
             return f"read_parquet('{p}')"
         if self.fmt == "parquet_dir":
             return f"read_parquet('{p}/*.parquet', union_by_name = true)"
+        if self.fmt == "parquet_hive":
+            # Partition values stay text (a course id "0042" is not the number 42); a filter on
+            # the partition column reads only the matching folders.
+            return (
+                f"read_parquet('{p}/*/*.parquet', hive_partitioning = true, "
+                "hive_types_autocast = false, union_by_name = true)"
+            )
         return f"read_csv('{p}', header = true, auto_detect = true, sample_size = -1)"
 
 
@@ -76,6 +83,10 @@ def locate_tables(source: str | Path) -> dict[str, TableFile]:
         if present:
             tf = present[0]
             if tf.fmt == "parquet_dir" and not any(tf.path.glob("*.parquet")):
+                if any(tf.path.glob("*=*/*.parquet")):
+                    tf = TableFile(name, tf.path, "parquet_hive")
+                    found[name] = tf
+                    continue
                 raise SourceError(f"folder {tf.path} holds no Parquet files", table=name)
             found[name] = tf
     return found

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -1026,3 +1027,29 @@ def _summary(plan, quit_s, unenrolled_s, type_counts, max_ts_s, n_interventions)
 def read_school_info(folder: str | Path) -> dict:
     """The school.json of a generated school (seed, data_end, counts)."""
     return json.loads((Path(folder) / SCHOOL_FILE).read_text())
+
+
+def partition_events_by_course(folder: str | Path) -> int:
+    """Rewrite `events/` of a written school as hive partitions `events/course_id=ID/*.parquet`.
+
+    Streams batch by batch (memory stays flat); a reader filtering on course_id then opens only
+    that run's folder. Returns the number of course-run folders written.
+    """
+    import pyarrow.dataset as ds
+
+    folder = Path(folder)
+    flat = folder / EVENTS_DIR
+    hive = folder / f".{EVENTS_DIR}.hive"
+    data = ds.dataset(flat, format="parquet")
+    data = ds.dataset(flat, format="parquet", schema=data.schema)
+    ds.write_dataset(
+        data,
+        hive,
+        format="parquet",
+        partitioning=ds.partitioning(pa.schema([("course_id", pa.string())]), flavor="hive"),
+        basename_template="part-{i}.parquet",
+        existing_data_behavior="error",
+    )
+    shutil.rmtree(flat)
+    hive.rename(flat)
+    return sum(1 for _ in flat.glob("course_id=*"))

@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import lightgbm as lgb
 import numpy as np
@@ -158,20 +158,58 @@ def refit_booster(x: pd.DataFrame, y: np.ndarray, rounds: int, config: Config) -
     return lgb.train(params, data, num_boost_round=rounds)
 
 
+class BoosterFitter(Protocol):
+    """How the trees are grown: here (the default) or elsewhere (a cluster, pipelines/).
+
+    `runs` are the rows' course-run ids: a distributed fitter partitions rows by run.
+    """
+
+    def fit(
+        self,
+        train_x: pd.DataFrame,
+        train_y: np.ndarray,
+        valid_x: pd.DataFrame,
+        valid_y: np.ndarray,
+        config: Config,
+        runs: np.ndarray,
+    ) -> tuple[lgb.Booster, dict]: ...
+
+    def refit(
+        self, x: pd.DataFrame, y: np.ndarray, rounds: int, config: Config, runs: np.ndarray
+    ) -> lgb.Booster: ...
+
+
+class LocalBoosterFitter:
+    """The trees grown in this process (`fit_booster`, `refit_booster`)."""
+
+    def fit(self, train_x, train_y, valid_x, valid_y, config, runs):
+        return fit_booster(train_x, train_y, valid_x, valid_y, config)
+
+    def refit(self, x, y, rounds, config, runs):
+        return refit_booster(x, y, rounds, config)
+
+
 def fit_models(
     train: pd.DataFrame,
     validation: pd.DataFrame,
     config: Config,
     metadata: dict | None = None,
+    booster_fitter: BoosterFitter | None = None,
 ) -> FittedModels:
     """Fit LightGBM + calibration, the rule and logistic regression on one split."""
     # BLAS/OpenMP pools (scikit-learn, numpy) use the same fixed thread count as LightGBM.
     with threadpool_limits(limits=config.model.num_threads):
-        return _fit_models(train, validation, config, metadata)
+        return _fit_models(
+            train, validation, config, metadata, booster_fitter or LocalBoosterFitter()
+        )
 
 
 def _fit_models(
-    train: pd.DataFrame, validation: pd.DataFrame, config: Config, metadata: dict | None
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    config: Config,
+    metadata: dict | None,
+    booster_fitter: BoosterFitter,
 ) -> FittedModels:
     timings: dict[str, float] = {}
     names = model_inputs(train, config)
@@ -182,7 +220,14 @@ def _fit_models(
     started = time.perf_counter()
     train_x = cast_features(train, names, types, cats)
     valid_x = cast_features(validation, names, types, cats)
-    booster, info = fit_booster(train_x, _labels(train), valid_x, _labels(validation), config)
+    booster, info = booster_fitter.fit(
+        train_x,
+        _labels(train),
+        valid_x,
+        _labels(validation),
+        config,
+        train["course_id"].to_numpy(),
+    )
     timings["lightgbm_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -204,11 +249,12 @@ def _fit_models(
         # The validation slice is the latest labelled data: after it chose the number of trees
         # and fitted the calibration, the final trees learn from it too.
         started = time.perf_counter()
-        booster = refit_booster(
+        booster = booster_fitter.refit(
             pd.concat([train_x, valid_x]),
             np.r_[_labels(train), _labels(validation)],
             info["best_iteration"],
             config,
+            np.r_[train["course_id"].to_numpy(), validation["course_id"].to_numpy()],
         )
         timings["refit_s"] = time.perf_counter() - started
     model = DropoutModel(

@@ -27,6 +27,14 @@ app.add_typer(ingest_app, name="ingest")
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="YAML file merged over configs/default.yaml.")
 ]
+DaskOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        help="Run on a Dask cluster: tcp://HOST:PORT (an existing scheduler) or local:N (a local "
+        "cluster of N one-thread workers). Default: dask.scheduler in the config, else no Dask.",
+    ),
+]
 PrefectOpt = Annotated[
     bool,
     typer.Option(
@@ -80,11 +88,24 @@ def generate(
     ),
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same school).")] = 0,
     config: ConfigOpt = None,
+    partition_events: Annotated[
+        bool,
+        typer.Option(
+            "--partition-events",
+            help="Write events hive-partitioned by course run (events/course_id=ID/*.parquet).",
+        ),
+    ] = False,
 ) -> None:
     """Generate a synthetic school in the progress-log contract."""
     from pipelines.commands.generate import run_generate
 
-    run_generate(students=students, out=out, seed=seed, config=load(config))
+    run_generate(
+        students=students,
+        out=out,
+        seed=seed,
+        config=load(config),
+        partition_events=partition_events,
+    )
 
 
 @ingest_app.command("oulad")
@@ -153,6 +174,7 @@ def features(
             "events are then not dropped (for benchmarks and debugging).",
         ),
     ] = False,
+    dask: DaskOpt = None,
     prefect: PrefectOpt = False,
 ) -> None:
     """Build point-in-time features: one snapshot (--as-of) or all weekly snapshots (--all)."""
@@ -167,6 +189,7 @@ def features(
         config=load(config),
         validate=not no_validate,
         use_prefect=prefect,
+        dask=dask,
     )
 
 
@@ -179,6 +202,7 @@ def train(
         str | None, typer.Option("--experiment", help="MLflow experiment (default from config).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    dask: DaskOpt = None,
     prefect: PrefectOpt = False,
     no_prefect: NoPrefectOpt = False,
 ) -> None:
@@ -191,6 +215,7 @@ def train(
         experiment=experiment,
         as_json=as_json,
         use_prefect=prefect and not no_prefect,
+        dask=dask,
     )
 
 
@@ -207,6 +232,7 @@ def score(
         Path | None, typer.Option("--out", help="Output folder (default: workspace outputs).")
     ] = None,
     config: ConfigOpt = None,
+    dask: DaskOpt = None,
     prefect: PrefectOpt = False,
     no_prefect: NoPrefectOpt = False,
 ) -> None:
@@ -220,6 +246,7 @@ def score(
         out=out,
         config=load(config),
         use_prefect=prefect and not no_prefect,
+        dask=dask,
     )
 
 

@@ -44,7 +44,9 @@ def source_files(source: str | Path) -> list[Path]:
     files: list[Path] = []
     for _name, table in sorted(locate_tables(source).items()):
         if table.fmt == "parquet_dir":
-            files.extend(sorted(table.path.rglob("*.parquet")))
+            files.extend(sorted(table.path.glob("*.parquet")))
+        elif table.fmt == "parquet_hive":
+            files.extend(sorted(table.path.glob("*=*/*.parquet")))
         else:
             files.append(table.path)
     info = Path(source) / SOURCE_INFO_FILE

@@ -20,6 +20,7 @@ from configs.schema import Config
 from features.build import write_feature_file
 from pipelines.checks import check_source
 from pipelines.feature_cache import FeatureCache, feature_key, workspace_features
+from pipelines.feature_partitions import write_partitioned_features
 from pipelines.runner import Progress, Steps
 from pipelines.settings import Workspace
 
@@ -70,11 +71,29 @@ def _rows(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
+def build_partitioned_step(
+    source: Path,
+    out: Path,
+    config: Config,
+    as_of: datetime | None,
+    duplicate_events: bool | None,
+    dask: str,
+    progress: Progress,
+) -> FeatureFile:
+    """Write the features as a partitioned dataset `out/` (one part per group of course runs),
+    each part built by a task on the cluster at `dask` (not cached: the parts live on shared
+    storage)."""
+    rows = write_partitioned_features(
+        source, out, config, as_of, duplicate_events, dask, lambda m: progress(f"features: {m}")
+    )
+    return FeatureFile(rows, FILE_KEY_PREFIX + feature_key(source, config, as_of), hit=False)
+
+
 def describe_step(out: Path) -> dict[str, Any]:
     """Labelled rows, dropout labels, course runs and snapshot times of a feature file."""
     con = duckdb.connect()
     try:
-        path = str(out).replace("'", "''")
+        path = str(out / "*.parquet" if out.is_dir() else out).replace("'", "''")
         labelled, positives, runs, snaps = con.execute(
             "SELECT count(label), sum(label), count(DISTINCT course_id), count(DISTINCT as_of) "
             f"FROM read_parquet('{path}')"
@@ -98,8 +117,12 @@ def feature_steps(
     as_of: datetime | None,
     out: str | Path | None,
     validate: bool = True,
+    dask: str | None = None,
 ) -> dict[str, Any]:
     """Validate, build (to `out`, or only into the cache when `out` is None), describe.
+
+    With `dask` (a scheduler address) and an `out`, the build runs partitioned on that cluster
+    and `out` becomes a folder of Parquet parts (a dataset), not one file.
 
     Without validation the source is taken as clean: exact duplicate events are not looked for
     (that check is a hash aggregation of every event, the cost validation already pays).
@@ -127,19 +150,34 @@ def feature_steps(
         result.update(rows=len(cached.frame), cache_key=cached.key, cache_hit=cached.hit)
     else:
         out = Path(out)
-        built = steps(
-            "build",
-            "building features",
-            build_step,
-            source,
-            out,
-            config,
-            as_of,
-            duplicate_events,
-            workspace,
-            steps.say,
-            io=True,
-        )
+        if dask:
+            built = steps(
+                "build",
+                "building features on the Dask cluster",
+                build_partitioned_step,
+                source,
+                out,
+                config,
+                as_of,
+                duplicate_events,
+                dask,
+                steps.say,
+                io=True,
+            )
+        else:
+            built = steps(
+                "build",
+                "building features",
+                build_step,
+                source,
+                out,
+                config,
+                as_of,
+                duplicate_events,
+                workspace,
+                steps.say,
+                io=True,
+            )
         result.update(rows=built.rows, cache_key=built.key, cache_hit=built.hit, out=str(out))
         result.update(steps("describe", None, describe_step, out))
     result["seconds"] = dict(steps.seconds)

@@ -87,10 +87,14 @@ def _not_a_user_error(_task, _task_run, state) -> bool:
     return not isinstance(state.data, NotaloneError)
 
 
-def task_runner(config: Config) -> StepRunner:
+def task_runner(config: Config, submit: bool = False) -> StepRunner:
     """A runner that runs each step as a Prefect task named after it (no result persistence or
     input hashing: frames are large, and the feature cache does the caching); steps that read or
-    write a store retry per `schedule.task_retries`, unless the error is the user's."""
+    write a store retry per `schedule.task_retries`, unless the error is the user's.
+
+    `submit`: hand each task to the flow's task runner (a DaskTaskRunner: the step runs on a
+    worker) and wait for it, instead of running it in the flow's own thread.
+    """
 
     def run(name: str, func, *args, io: bool = False, **kwargs):
         options: dict[str, Any] = {"name": name, "cache_policy": NO_CACHE, "persist_result": False}
@@ -100,13 +104,25 @@ def task_runner(config: Config) -> StepRunner:
                 retries=config.schedule.task_retries,
                 retry_delay_seconds=config.schedule.task_retry_delay_seconds,
             )
+        if submit:
+            return task(func, **options).submit(*args, **kwargs).result()
         return task(func, **options)(*args, **kwargs)
 
     return run
 
 
-def flow_steps(config: Config) -> Steps:
-    return Steps(runner=task_runner(config), progress=say)
+def flow_steps(config: Config, on_dask: bool = False) -> Steps:
+    return Steps(runner=task_runner(config, submit=on_dask), progress=say)
+
+
+def on_cluster(flow_fn, address: str | None):
+    """The flow with its tasks run by prefect-dask's DaskTaskRunner on the cluster at `address`
+    (None: the flow as it is)."""
+    if not address:
+        return flow_fn
+    from prefect_dask import DaskTaskRunner
+
+    return flow_fn.with_options(task_runner=DaskTaskRunner(address=address))
 
 
 @flow(name="build-features", log_prints=False)
@@ -115,21 +131,30 @@ def build_features_flow(
     config: ConfigParam = None,
     as_of: str | None = None,
     out: str | None = None,
+    dask: str | None = None,
 ) -> dict[str, Any]:
-    """Features of `source` at `as_of` (ISO date) or all weekly snapshots; optionally to Parquet."""
+    """Features of `source` at `as_of` (ISO date) or all weekly snapshots; optionally to Parquet.
+    With `dask` (a scheduler address; run the flow `on_cluster`) the steps run on its workers
+    and the build is partitioned by course run."""
     cfg = resolve_config(config)
     return feature_steps(
         source=source,
         config=cfg,
         workspace=Workspace.resolve().activate(),
-        steps=flow_steps(cfg),
+        steps=flow_steps(cfg, on_dask=dask is not None),
         as_of=parse_as_of(as_of) if as_of else None,
         out=out,
+        dask=dask,
     )
 
 
 @flow(name="train", log_prints=False)
-def train_flow(source: str, config: ConfigParam = None, experiment: str | None = None) -> dict:
+def train_flow(
+    source: str,
+    config: ConfigParam = None,
+    experiment: str | None = None,
+    dask: str | None = None,
+) -> dict:
     """Source validated -> features of every weekly snapshot -> time split -> fit -> evaluate ->
     MLflow run -> registered version (champion when it beats the current one on the same test
     rows) -> a markdown summary artifact."""
@@ -141,6 +166,7 @@ def train_flow(source: str, config: ConfigParam = None, experiment: str | None =
         workspace=Workspace.resolve().activate(),
         steps=steps,
         experiment=experiment,
+        dask=dask,
     )
     result["flow_run_id"] = prefect_store.current_flow_run_id()
     steps(
@@ -186,9 +212,11 @@ def score_flow(
     out: str | None = None,
     config: ConfigParam = None,
     duplicate_events: bool | None = None,
+    dask: str | None = None,
 ) -> dict[str, Any]:
     """The week's `score_steps` (validated unless the caller did: then `duplicate_events` says
-    what it found), then a table artifact per curator and a week summary."""
+    what it found), then a table artifact per curator and a week summary. `dask`: a scheduler
+    address for prediction and contributions."""
     cfg = resolve_config(config)
     steps = flow_steps(cfg)
     when = parse_as_of(as_of)
@@ -201,6 +229,7 @@ def score_flow(
         model_uri=model_uri,
         out=out,
         duplicate_events=duplicate_events,
+        dask=dask,
     )
     result = scored.result
     context = {

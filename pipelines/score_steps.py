@@ -46,6 +46,8 @@ from interventions.winback import winback_inactive_days
 from models.drift import DriftCheck, check_drift
 from pipelines import mlflow_store, outputs_store, workspace_store
 from pipelines.checks import check_source
+from pipelines.cluster_scoring import contributions_on_cluster, predict_on_cluster
+from pipelines.dask_store import cluster_parts
 from pipelines.feature_cache import CachedFrame, workspace_features
 from pipelines.runner import Steps
 from pipelines.settings import Workspace
@@ -102,9 +104,13 @@ def with_scoring_threads(model, config: Config):
     return model
 
 
-def predict_step(model, frame: pd.DataFrame) -> np.ndarray:
+def predict_step(model, frame: pd.DataFrame, dask: str | None = None) -> np.ndarray:
     """Calibrated risk per row; refuses a model whose inputs differ from the frame's
-    (`ModelMismatch`, naming the columns)."""
+    (`ModelMismatch`, naming the columns). With `dask`, predicted per partition of course runs
+    on that cluster's workers."""
+    if dask:
+        model.check(frame)  # here, before anything is sent
+        return predict_on_cluster(model, frame, dask, cluster_parts(dask))
     return np.asarray(model.predict_proba(frame), dtype="float64")
 
 
@@ -169,9 +175,14 @@ def holdout_step(
 # --- end hold-out ---------------------------------------------------------------------------
 
 
-def explain_step(model, frame: pd.DataFrame, ranking: pd.DataFrame) -> pd.DataFrame:
-    """The model's per-feature contributions (log-odds) for the rows to explain."""
+def explain_step(
+    model, frame: pd.DataFrame, ranking: pd.DataFrame, dask: str | None = None
+) -> pd.DataFrame:
+    """The model's per-feature contributions (log-odds) for the rows to explain (per partition
+    of course runs on the cluster with `dask`)."""
     rows = ranking.index[ranking["explained"].to_numpy(dtype=bool)]
+    if dask:
+        return contributions_on_cluster(model, frame.loc[rows], dask, cluster_parts(dask))
     return model.contributions(frame.loc[rows])
 
 
@@ -315,6 +326,7 @@ def score_steps(
     duplicate_events: bool | None = None,
     validate: bool = True,
     record: bool | None = None,
+    dask: str | None = None,
 ) -> ScoredWeek:
     """Score the week: every step in order, each through `steps`.
 
@@ -322,6 +334,7 @@ def score_steps(
     `duplicate_events`: what the caller's validation found (then validation is skipped here);
     `validate=False` takes the source as clean. `record`: record the week in MLflow; by default
     only when the model was loaded from MLflow here (an in-process model has no run to sit by).
+    `dask`: a scheduler address; prediction and contributions then run on its workers.
     """
     source = Path(source)
     out_dir = output_folder(out, as_of, workspace)
@@ -352,7 +365,12 @@ def score_steps(
         )
         frame, cached_hit = cached.frame, cached.hit
     risk = steps(
-        "predict", f"predicting risk for {len(frame):,} enrollments", predict_step, model, frame
+        "predict",
+        f"predicting risk for {len(frame):,} enrollments",
+        predict_step,
+        model,
+        frame,
+        dask,
     )
     drift = steps(
         "drift", "drift check against the training data", drift_step, model, frame, risk, config
@@ -387,7 +405,7 @@ def score_steps(
         io=True,
     )
     contributions = steps(
-        "explain", "explaining the listed students", explain_step, model, frame, ranking
+        "explain", "explaining the listed students", explain_step, model, frame, ranking, dask
     )
     ranking = steps(
         "words",

@@ -51,6 +51,7 @@ from models.train import (
 )
 from pipelines import mlflow_store as store
 from pipelines.checks import check_source
+from pipelines.cluster_training import ClusterBoosterFitter
 from pipelines.feature_cache import source_fingerprint, workspace_features
 from pipelines.run_record import build_run_record, window
 from pipelines.runner import WARNING_PREFIX, Progress, Steps
@@ -77,9 +78,18 @@ def split_step(frame: pd.DataFrame, config: Config) -> TimeSplit:
     return split_by_time(frame, config.split, config.snapshots.horizon_days)
 
 
-def fit_step(frame: pd.DataFrame, split: TimeSplit, config: Config) -> FittedModels:
+def fit_step(
+    frame: pd.DataFrame, split: TimeSplit, config: Config, dask: str | None = None
+) -> FittedModels:
+    """Fit on the split's training rows; with `dask` and at least `dask.train_min_rows` of them,
+    the trees grow on that cluster (lightgbm.dask), the rest (calibration, baselines) as ever."""
     train, validation, _ = split.frames(frame)
-    return fit_models(train, validation, config, _split_metadata(split, config))
+    fitter = None
+    if dask and len(train) >= config.dask.train_min_rows:
+        fitter = ClusterBoosterFitter(dask)
+    return fit_models(
+        train, validation, config, _split_metadata(split, config), booster_fitter=fitter
+    )
 
 
 def evaluate_step(
@@ -298,9 +308,10 @@ def train_steps(
     workspace: Workspace,
     steps: Steps,
     experiment: str | None = None,
+    dask: str | None = None,
 ) -> dict[str, Any]:
     """Validate, build, split, fit, evaluate, log, register; returns what `notalone train --json`
-    prints."""
+    prints. `dask`: a scheduler address to grow the trees on (see `fit_step`)."""
     source = Path(source)
     duplicate_events = steps("validate", None, check_source, source, config, workspace, steps.say)
     frame = steps(
@@ -335,6 +346,7 @@ def train_steps(
         frame,
         split,
         config,
+        dask,
     )
     evaluations = steps(
         "evaluate",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from configs.schema import Config
 from pipelines.commands.common import activate, progress_line, run_steps, stderr
+from pipelines.dask_store import cluster_for
 from pipelines.feature_steps import feature_steps
 from pipelines.schedule import parse_as_of
 
@@ -18,11 +19,14 @@ def run_features(
     config: Config,
     validate: bool = True,
     use_prefect: bool = False,
+    dask: str | None = None,
 ) -> dict:
     """Build one snapshot (`as_of`) or all weekly snapshots with labels and write `out`.
 
     The source is validated first: features of a source that breaks the contract would be wrong
     without saying so (a score of 1e9, a null student id), so such a source is refused.
+    With `dask` (or `dask.scheduler` in the config) it is built on that cluster, partitioned by
+    course run, and `out` is a folder of Parquet parts.
     """
     workspace = activate()
     console = stderr()
@@ -30,7 +34,11 @@ def run_features(
     flow = None
     if use_prefect and validate:
         from pipelines.flows import build_features_flow as flow
-    with progress_line(console, "features") as progress:
+    with cluster_for(dask, config) as address, progress_line(console, "features") as progress:
+        if flow is not None and address:
+            from pipelines.flows import on_cluster
+
+            flow = on_cluster(flow, address)
         result = run_steps(
             feature_steps,
             flow=flow,
@@ -39,6 +47,7 @@ def run_features(
                 "config": config,
                 "as_of": when.isoformat() if when else None,
                 "out": str(out),
+                "dask": address,
             },
             progress=progress,
             source=source,
@@ -47,6 +56,7 @@ def run_features(
             as_of=when,
             out=out,
             validate=validate,
+            dask=address,
         )
     what = f"as of {when.date()}" if when else "all weekly snapshots"
     seconds = sum(result["seconds"].values())

@@ -23,7 +23,12 @@ from rich.table import Table
 from configs.schema import Config
 from features.errors import NotaloneError
 from features.sources import atomic_dir
-from features.synthetic import SCHOOL_FILE, SchoolSummary, write_school
+from features.synthetic import (
+    SCHOOL_FILE,
+    SchoolSummary,
+    partition_events_by_course,
+    write_school,
+)
 
 
 def _check_target(out: Path) -> None:
@@ -39,8 +44,13 @@ def _check_target(out: Path) -> None:
         )
 
 
-def run_generate(students: int, out: Path, seed: int, config: Config) -> None:
-    """Generate `students` students into `out`: all of it appears at once, or nothing does."""
+def run_generate(
+    students: int, out: Path, seed: int, config: Config, partition_events: bool = False
+) -> None:
+    """Generate `students` students into `out`: all of it appears at once, or nothing does.
+
+    `partition_events` writes the events hive-partitioned by course run (one folder per run).
+    """
     if students < 1:
         raise NotaloneError("--students must be at least 1")
     out = Path(out)
@@ -63,6 +73,9 @@ def run_generate(students: int, out: Path, seed: int, config: Config) -> None:
 
         with atomic_dir(out) as tmp:
             summary = write_school(tmp, students, seed, config.generator, on_progress)
+            if partition_events:
+                progress.update(task, description="partitioning events by course run")
+                partition_events_by_course(tmp)
     elapsed = time.perf_counter() - started
     console.print(_summary_table(summary, out, elapsed))
 

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from configs.schema import Config
 from pipelines.commands.common import activate, stderr
+from pipelines.dask_store import cluster_for
 from pipelines.locks import workspace_lock
 from pipelines.runner import WARNING_PREFIX, Steps
 from pipelines.schedule import parse_as_of
@@ -25,8 +26,10 @@ def run_score(
     model_uri: str | None = None,
     out: str | Path | None = None,
     use_prefect: bool = False,
+    dask: str | None = None,
 ) -> dict[str, Any]:
-    """Score the week, write the outputs, print where they are."""
+    """Score the week, write the outputs, print where they are. With `dask` (or
+    `dask.scheduler`), risk and contributions are computed on that cluster's workers."""
     workspace = activate()
     err = stderr()
     when = parse_as_of(as_of)
@@ -38,11 +41,14 @@ def run_score(
     week = output_folder(out, when, workspace)
     # Two scorers of the same week would interleave files: the second waits, then stops.
     lock_name = "score-" + hashlib.sha256(str(week).encode()).hexdigest()[:16]
-    with workspace_lock(
-        workspace.locks,
-        lock_name,
-        config.scoring.lock_wait_seconds,
-        on_wait=lambda m: err.print(f"[yellow]{m}[/yellow]"),
+    with (
+        workspace_lock(
+            workspace.locks,
+            lock_name,
+            config.scoring.lock_wait_seconds,
+            on_wait=lambda m: err.print(f"[yellow]{m}[/yellow]"),
+        ),
+        cluster_for(dask, config) as address,
     ):
         if use_prefect:
             from pipelines.flows import reporting, score_flow
@@ -54,6 +60,7 @@ def run_score(
                     model_uri=model_uri,
                     out=str(out) if out is not None else None,
                     config=config,
+                    dask=address,
                 )
         else:
             result = score_steps(
@@ -64,6 +71,7 @@ def run_score(
                 steps=Steps(progress=progress),
                 model_uri=model_uri,
                 out=out,
+                dask=address,
             ).result
     print_summary(result)
     return result

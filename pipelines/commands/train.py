@@ -20,6 +20,7 @@ from models.evaluation import top_label
 from models.train import SCORERS
 from pipelines import mlflow_store as store
 from pipelines.commands.common import activate, progress_line, run_steps, stderr
+from pipelines.dask_store import cluster_for
 from pipelines.summaries import compare_table, format_number, markdown_table, metric_rows
 from pipelines.train_steps import train_steps
 
@@ -55,24 +56,38 @@ def run_train(
     experiment: str | None = None,
     as_json: bool = False,
     use_prefect: bool = False,
+    dask: str | None = None,
 ) -> dict:
-    """Train, evaluate, log and register; print a table (or JSON with --json) and return it."""
+    """Train, evaluate, log and register; print a table (or JSON with --json) and return it.
+
+    With `dask` (or `dask.scheduler`), the trees grow on that cluster when the training rows
+    reach `dask.train_min_rows`."""
     workspace = activate()
     source = Path(source)
     flow = None
     if use_prefect:
         from pipelines.flows import train_flow as flow
     # Anything a library prints goes to stderr, so that stdout holds only the result (JSON).
-    with contextlib.redirect_stdout(sys.stderr), progress_line(stderr(), "training") as progress:
+    with (
+        cluster_for(dask, config) as address,
+        contextlib.redirect_stdout(sys.stderr),
+        progress_line(stderr(), "training") as progress,
+    ):
         result = run_steps(
             train_steps,
             flow=flow,
-            flow_args={"source": str(source), "config": config, "experiment": experiment},
+            flow_args={
+                "source": str(source),
+                "config": config,
+                "experiment": experiment,
+                "dask": address,
+            },
             progress=progress,
             source=source,
             config=config,
             workspace=workspace,
             experiment=experiment,
+            dask=address,
         )
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
