@@ -109,7 +109,7 @@ def connect(
 
 
 SOURCE_INFO_FILE = "source.yaml"  # optional, beside the tables: `exported_at: <ISO time, UTC>`
-SOURCE_INFO_KEYS = ("exported_at",)
+SOURCE_INFO_KEYS = ("exported_at", "origin")  # origin: who wrote the source (e.g. moodle)
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ class FitInfo:
     timings: dict[str, float]
     n_features: int
     train_rows: int  # rows the early-stopping trees learned from (the number of trees is theirs)
+    distributed: dict[str, Any] | None = None  # partitions and scheduler when fitted on Dask
 
     def __getitem__(self, key: str) -> Any:  # read like the former dict
         return getattr(self, key)
@@ -305,6 +306,7 @@ def _fit_models(
         timings=timings,
         n_features=len(names),
         train_rows=len(train),
+        distributed=info.get("distributed"),
     )
     return FittedModels(model=model, rule=rule, logistic=logistic, info=fit_info)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -180,7 +179,7 @@ def ingest_moodle(
                 ("assignments", mapped.assignments),
             ):
                 write_table(tmp, name, frame)
-            exported_at = datetime.fromtimestamp(now_s, UTC).isoformat()
+            exported_at = pd.Timestamp(now_s, unit="s", tz="UTC").as_unit("us").isoformat()
             (tmp / SOURCE_FILE).write_text(
                 yaml.safe_dump({"exported_at": exported_at, "origin": "moodle"}), encoding="utf-8"
             )

@@ -238,11 +238,22 @@ def register_step(
             # Only rows the champion cannot have learned from; when it saw them all (retrained
             # on the same data), every test row.
             unseen = unseen_by_champion(test["as_of"], champion_model.metadata or {})
-            rows = test[unseen] if unseen.any() else test
-            y = rows[LABEL_COLUMN].to_numpy().astype(int)
-            champion_value = ranking_metrics(y, champion_model.predict_proba(rows))[metric]
-            evaluated = fitted.model if choice.scorer == "model" else fitted.logistic
-            challenger_value = ranking_metrics(y, evaluated.predict_proba(rows))[metric]
+            tags = client.get_model_version(name, champion).tags
+            if unseen.any():
+                rows = test[unseen]
+                y = rows[LABEL_COLUMN].to_numpy().astype(int)
+                champion_value = ranking_metrics(y, champion_model.predict_proba(rows))[metric]
+                evaluated = fitted.model if choice.scorer == "model" else fitted.logistic
+                challenger_value = ranking_metrics(y, evaluated.predict_proba(rows))[metric]
+            elif tags.get(metric) and tags.get("test_window") == window(split, "test"):
+                # The champion learned from every test row (retrained on the same data): its own
+                # held-out value on this very window, recorded when it was registered.
+                champion_value = float(tags[metric])
+            else:
+                # It saw them all and was evaluated elsewhere: scored here it is flattered, so a
+                # challenger that still beats it is better (the safe side).
+                y = test[LABEL_COLUMN].to_numpy().astype(int)
+                champion_value = ranking_metrics(y, champion_model.predict_proba(test))[metric]
         except (ModelMismatch, store.MlflowStoreError):
             compatible = False
     decision = decide_promotion(
