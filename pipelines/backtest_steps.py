@@ -224,6 +224,16 @@ def backtest_steps(
     leads = lead_times(replay)
     overall = overall_metrics(replay, weekly, leads)
     overall["drift_warnings"] = int(weekly["drift_warning"].sum())
+    # A model refit on every labelled snapshot may have learned from the replayed weeks: its
+    # ranking metrics there are in sample, and say so.
+    learned = (getattr(model, "metadata", None) or {}).get("learned_as_of_max")
+    warnings = []
+    if learned and pd.Timestamp(learned) >= pd.Timestamp(start):
+        warnings.append(
+            f"the model learned from snapshots up to {str(learned)[:10]}, inside the replayed "
+            f"range: its ranking metrics here are in sample (train on data before "
+            f"{start.date()} for an honest backtest)"
+        )
     settings = {
         "source": str(source),
         "from": start.date().isoformat(),
@@ -234,7 +244,7 @@ def backtest_steps(
         "capacity": config.scoring.capacity,
     }
     folder = Path(out) if out else workspace.outputs / "backtests" / f"{start.date()}_{end.date()}"
-    html = backtest_html(weekly, overall, leads, settings)
+    html = backtest_html(weekly, overall, leads, {**settings, "warnings": "; ".join(warnings)})
     with atomic_dir(folder) as tmp:
         weekly.to_csv(tmp / "weekly.csv", index=False)
         replay.to_parquet(tmp / "replay.parquet", index=False)
@@ -261,6 +271,7 @@ def backtest_steps(
     return {
         **settings,
         "overall": json_safe(overall),
+        "warnings": warnings,
         "weekly": json_safe(weekly.assign(as_of=weekly["as_of"].astype(str)).to_dict("records")),
         "out": str(folder),
         "report": str(folder / "report.html"),

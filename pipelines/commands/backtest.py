@@ -78,6 +78,8 @@ def run_backtest(
     for key, label in OVERALL_LABELS.items():
         overall.add_row(label, format_number(result["overall"].get(key)))
     console.print(overall)
+    for warning in result.get("warnings") or ():
+        console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
     seconds = sum(result["seconds"].values())
     console.print(f"report: {result['report']}", soft_wrap=True)
     console.print(f"MLflow run {result['mlflow_run_id']} (kind backtest), {seconds:.0f} s of steps")

@@ -105,8 +105,10 @@ def test_worse_config_does_not_take_champion(trained, monkeypatch):
     assert second["promoted"] is False
     assert second["promotion"]["champion_version"] == "1"
     assert second["promotion"]["challenger"] < second["promotion"]["champion"]
-    # The champion was re-evaluated on the same test rows as the challenger.
-    assert second["promotion"]["champion"] == pytest.approx(first["metrics"]["model"]["pr_auc"])
+    # The champion was refit on every labelled row, test rows included: it is compared by its own
+    # held-out value on this same test window (recorded to 6 decimals at its registration).
+    champion_value = second["promotion"]["champion"]
+    assert champion_value == pytest.approx(first["metrics"]["model"]["pr_auc"], abs=1e-6)
     _env(monkeypatch, trained["home"])
     client = MlflowClient()
     assert str(client.get_model_version_by_alias("notalone-dropout", "champion").version) == "1"
