@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+import pyarrow as pa
+
 
 class Kind(StrEnum):
     """Logical column types; validation maps physical types onto these."""
@@ -141,3 +143,17 @@ VALUE_RANGES: dict[str, tuple[float, float]] = {
     EventType.QUIZ_ATTEMPT: SCORE_RANGE,
     EventType.FEEDBACK: FEEDBACK_RANGE,
 }
+
+
+# The events table as writers of this project store it (synthetic school, Moodle ingest): ids
+# and types dictionary-encoded, times in microseconds UTC.
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("student_id", pa.dictionary(pa.int32(), pa.string())),
+        ("course_id", pa.dictionary(pa.int32(), pa.string())),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("event_type", pa.dictionary(pa.int8(), pa.string())),
+        ("item_id", pa.dictionary(pa.int32(), pa.string())),
+        ("value", pa.float64()),
+    ]
+)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from configs.schema import MoodleConfig
-from features.contract import EVENT_TYPES, SCORE_RANGE, EventType
+from features.contract import EVENT_TYPES, EVENTS_SCHEMA, SCORE_RANGE, EventType
 from features.errors import NotaloneError
 
 SKIP_EVENT = "skip"  # an event_map value: rows of this eventname are dropped (counted elsewhere)
@@ -112,17 +112,6 @@ ADDED_IN: dict[tuple[str, str], str] = {
 LOG_BATCH_COLUMNS = ("userid", "courseid", "cmid", "timecreated")
 EVENT_NAME, EVENT_CODE = "eventname", "event_code"
 SKIP_CODE = -1
-
-EVENTS_SCHEMA = pa.schema(
-    [
-        ("student_id", pa.dictionary(pa.int32(), pa.string())),
-        ("course_id", pa.dictionary(pa.int32(), pa.string())),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("event_type", pa.dictionary(pa.int8(), pa.string())),
-        ("item_id", pa.dictionary(pa.int32(), pa.string())),
-        ("value", pa.float64()),
-    ]
-)
 
 
 class MoodleMappingError(NotaloneError):

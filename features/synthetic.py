@@ -64,7 +64,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from configs.schema import GeneratorConfig
-from features.contract import EVENT_TYPES, EventType
+from features.contract import EVENT_TYPES, EVENTS_SCHEMA, EventType
 from features.sources import SourceInfo, write_source_info, write_table
 
 DAY_S = 86_400
@@ -100,16 +100,6 @@ WEEKLY_CHANNELS: tuple[str, ...] = (
 CHANNEL: dict[str, int] = {kind: i for i, kind in enumerate(WEEKLY_CHANNELS)}
 CHANNEL_TYPE_CODES = np.array([TYPE_CODE[kind] for kind in WEEKLY_CHANNELS], dtype=np.int8)
 
-EVENTS_SCHEMA = pa.schema(
-    [
-        ("student_id", pa.dictionary(pa.int32(), pa.string())),
-        ("course_id", pa.dictionary(pa.int32(), pa.string())),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("event_type", pa.dictionary(pa.int8(), pa.string())),
-        ("item_id", pa.dictionary(pa.int32(), pa.string())),
-        ("value", pa.float64()),
-    ]
-)
 
 # Curator contact actions and outcomes written to interventions.parquet.
 ACTION_TECH = "tech_support_referral"

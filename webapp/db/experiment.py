@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from sqlalchemy import Engine, insert, select
 
+from interventions.holdout import ARM_COLUMNS
 from webapp.db.engine import as_utc, utcnow
 from webapp.db.models import ExperimentArm
 
@@ -12,16 +13,7 @@ from webapp.db.models import ExperimentArm
 # (the outcomes come from the school's source, which the app does not read).
 EFFECT_FILE = "effect.json"
 
-ARM_FIELDS = [
-    "student_id",
-    "course_id",
-    "arm",
-    "assigned_at",
-    "release_at",
-    "curator_id",
-    "risk_band",
-    "risk",
-]
+ARM_FIELDS = ARM_COLUMNS  # one list of the arm columns, the draw's own
 
 
 def read_arms(engine: Engine) -> pd.DataFrame:
