@@ -5,6 +5,11 @@ export NOTALONE_HOME ?= $(CURDIR)/.notalone
 export PREFECT_HOME ?= $(NOTALONE_HOME)/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+# Our own packages' bytecode, compiled before commands run (the dependencies' is compiled by
+# `uv sync`: [tool.uv] compile-bytecode): with PYTHONDONTWRITEBYTECODE set, as on our machines,
+# every command would otherwise compile its imports from source (--help: 1.6 s -> 0.6 s).
+PACKAGES := configs features models interventions pipelines webapp
+COMPILE = $(RUN) python -m compileall -q $(PACKAGES) >/dev/null
 RUN := $(UV) run --frozen
 
 .PHONY: install demo test test-fast lint format bench-features bench-train bench-score bench-webapp bench-moodle bench-scale bench serve ui clean
@@ -14,14 +19,17 @@ install: .venv/.installed
 .venv/.installed: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --frozen
+	$(COMPILE)
 	@mkdir -p "$(PREFECT_HOME)"
 	$(RUN) prefect server database upgrade -y >/dev/null
 	@touch $@
 
 demo: install
+	@$(COMPILE)
 	$(RUN) notalone demo
 
 test: install
+	@$(COMPILE)
 	$(RUN) pytest -q
 
 test-fast: install  # everything but the tests marked slow (crash, fuzz, notebook, OULAD point-in-time)

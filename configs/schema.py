@@ -298,6 +298,7 @@ class ModelConfig(Section):
     params: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_LGB_PARAMS))
     calibration_methods: tuple[Literal["isotonic", "sigmoid"], ...] = ("isotonic", "sigmoid")
     calibration_folds: int = Field(5, ge=2)
+    served_calibration_folds: int = Field(2, ge=0)
     calibration_select_by: Literal["brier", "log_loss"] = "brier"
     prob_clip: float = Field(1e-6, gt=0, lt=0.5)
     tie_break: float = Field(1e-6, ge=0, lt=1e-3)
@@ -305,6 +306,14 @@ class ModelConfig(Section):
     allow_logistic_champion: bool = True
     logistic: LogisticConfig = LogisticConfig()
     tuning: TuningConfig = TuningConfig()
+
+    @model_validator(mode="after")
+    def _crossfit_folds(self) -> ModelConfig:
+        if self.served_calibration_folds == 1:
+            raise ValueError(
+                "model.served_calibration_folds: 0 (keep the evaluated calibration) or at least 2"
+            )
+        return self
 
 
 class EvaluationConfig(Section):

@@ -144,7 +144,12 @@ def build_drift_reference(
     # Features describe the data of the training period, not the model: every row it holds
     # (train and validation: the served trees learn from both), so that each course week has
     # all the runs that reached it.
-    seen = pd.concat([train, validation], ignore_index=True)
+    # The served models pass one frame as both (every labelled row): summarise it once.
+    seen = (
+        train.reset_index(drop=True)
+        if validation is train
+        else pd.concat([train, validation], ignore_index=True)
+    )
     stage = cfg.stage_feature
     staged = bool(stage and stage in train.columns and stage in validation.columns)
     seen_stage = _stage_of(cfg, seen) if staged else None

@@ -407,7 +407,7 @@ def crossfit_raw_scores(
     from sklearn.model_selection import GroupKFold
 
     n_groups = len(np.unique(groups))
-    folds = min(config.model.calibration_folds, n_groups)
+    folds = min(config.model.served_calibration_folds, n_groups)
     if folds < 2:
         return np.full(len(y), np.nan), 0
     raw = np.empty(len(y), dtype=float)
@@ -513,9 +513,11 @@ def _refit_served(
         metadata=served_meta,
     )
     started = time.perf_counter()
+    # Out-of-fold scores are out of sample for every row: they are the reference's scores and
+    # its bin edges alike (no in-sample prediction of every row is needed).
     scores = calibrator.transform(oof_raw) if folds else model.predict_proba(labelled)
     model.reference = build_drift_reference(
-        model, labelled, labelled, scores, config, train_scores=model.predict_proba(labelled)
+        model, labelled, labelled, scores, config, train_scores=scores
     )
     timings["reference_s"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -526,13 +528,9 @@ def _refit_served(
     logistic.metadata = {**served_meta, "model_kind": "logistic", "calibration": "none"}
     for key in ("served_trees", "best_iteration", "calibration_crossfit_folds"):
         logistic.metadata.pop(key, None)
+    logistic_scores = logistic.predict_proba(labelled)
     logistic.reference = build_drift_reference(
-        logistic,
-        labelled,
-        labelled,
-        logistic.predict_proba(labelled),
-        config,
-        train_scores=logistic.predict_proba(labelled),
+        logistic, labelled, labelled, logistic_scores, config, train_scores=logistic_scores
     )
     timings["logistic_s"] = time.perf_counter() - started
     rule = RuleBaseline(config.evaluation).fit(labelled, config.model.prob_clip)

@@ -72,12 +72,30 @@ def test_trees_scale_with_the_data(run):
 def test_calibration_is_cross_fitted_by_course_run(run, frame, config):
     info = run.served.info
     assert info.calibration_folds == min(
-        config.model.calibration_folds, labelled(frame)["course_id"].nunique()
+        config.model.served_calibration_folds, labelled(frame)["course_id"].nunique()
     )
     assert info.calibration in config.model.calibration_methods
     # the selection scores come from out-of-fold margins: every candidate has finite scores
     for method in config.model.calibration_methods:
         assert math.isfinite(info.calibration_selection[method]["brier"])
+
+
+@pytest.mark.parametrize("folds", [0, 3])
+def test_served_calibration_folds_are_configured(run, frame, config, folds):
+    chosen = load_config(
+        overrides={**FAST, "model": {**FAST["model"], "served_calibration_folds": folds}}
+    )
+    served = refit_served(frame, run.fitted, chosen)
+    assert served.info.calibration_folds == folds
+    if folds == 0:  # no cross-fit: the evaluated (validation-slice) calibration is kept
+        assert served.model.calibrator is run.fitted.model.calibrator
+    else:
+        assert served.model.calibrator is not run.fitted.model.calibrator
+
+
+def test_one_served_calibration_fold_is_refused():
+    with pytest.raises(ValueError, match="served_calibration_folds"):
+        load_config(overrides={"model": {"served_calibration_folds": 1}})
 
 
 def test_single_run_keeps_the_evaluated_calibration(frame, config):
