@@ -14,13 +14,15 @@ import html
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from interventions.texts import Texts, render_column, render_one
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FIG_SIZE = (6.4, 3.2)
 FIG_DPI = 96
@@ -67,6 +69,8 @@ def _esc(value: object) -> str:
 
 
 def _png(fig: Figure) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=FIG_DPI, bbox_inches="tight", metadata={"Software": None})
@@ -75,6 +79,9 @@ def _png(fig: Figure) -> str:
 
 
 def _figure() -> tuple[Figure, object]:
+    # matplotlib (~1 s to import) only when a plot is drawn, not for every command importing this.
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=FIG_SIZE)
     ax = fig.add_subplot(1, 1, 1)
     ax.spines[["top", "right"]].set_visible(False)
