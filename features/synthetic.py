@@ -37,7 +37,8 @@ difficulty. For most (`fade_share`) the decision to leave first shows as weeks o
 engagement; the others leave at once (shocks, problems). A dropout either unenrols formally
 (`unenrolled_at`, right away or after a lag) or goes silent (activity stops, apart from rare stray
 logins; no `unenrolled_at`). Curators contact students who missed a deadline, have an open problem
-or went silent; a reply lifts engagement a little.
+or went silent; a reply lifts engagement a little (`contact_engagement_boost`) and may call off a
+decision to leave that is still fading (`contact_recovery_prob`, 0 by default).
 
 Contacts from outside (`extra_contacts`: student_id, course_id, ts, e.g. simulated curators working
 from our lists; `notalone simulate-term`) act exactly like the school's own: a reply with the same
@@ -97,6 +98,7 @@ STREAM_BLOCK = 2
 STREAM_EXTRA_REPLY = 3
 STREAM_WEEK_EVENTS = 4
 STREAM_UNENROL_LOGIN = 5
+STREAM_RECOVERY = 6  # only with generator.contact_recovery_prob > 0
 
 TYPE_CODE: dict[str, int] = {name: code for code, name in enumerate(EVENT_TYPES)}
 # Channels expanded from per-week Poisson counts over a student's active part of the week.
@@ -627,6 +629,8 @@ def _simulate_weeks(
     score_noise = rng.standard_normal(shape)
     u_quit, u_quit_at = rng.random(shape), rng.random(shape)
     u_contact, u_contact_at, u_reply = rng.random(shape), rng.random(shape), rng.random(shape)
+    if cfg.contact_recovery_prob > 0:  # its own stream: with the knob at 0 nothing else moves
+        u_recover = _rng(plan.seed, STREAM_RECOVERY, block).random(shape)
     extra_at = np.full(shape, NO_TIME, dtype=np.int64)  # first outside contact of each week
     if extra is not None:
         u_extra_reply = _rng(plan.seed, STREAM_EXTRA_REPLY, block).random(shape)
@@ -693,6 +697,9 @@ def _simulate_weeks(
             contacts.append((idx, at[idx], np.full(len(idx), code), extra_replied[idx]))
             replied = replied | extra_replied
         boost = cfg.contact_engagement_boost * replied
+        if cfg.contact_recovery_prob > 0:  # a reply may turn back a student who is fading
+            recovered = replied & (fade_left > 0) & (u_recover[w] < cfg.contact_recovery_prob)
+            fade_left = np.where(recovered, 0, fade_left)
 
         new_problem = live & (u_tech[w] < tech_prob)
         problem = live & ((problem & (u_resolve[w] >= cfg.tech_resolve_prob)) | new_problem)
