@@ -38,6 +38,7 @@ from features.sources import (
     all_contacts,
     course_titles,
     display_names_of,
+    locate_tables,
     read_table,
     recent_contacts,
 )
@@ -236,9 +237,13 @@ def plan_for(arms: pd.DataFrame, table: pd.DataFrame, enrollments: pd.DataFrame,
 def effect_step(
     source: Path, as_of: datetime, config: Config, workspace: Workspace
 ) -> dict[str, Any] | None:
-    """The effect measure as of T for the week's report; None when nobody was ever drawn."""
-    result = effect_result(source, config, workspace, as_of)
-    return result if result["drawn"] else None
+    """The effect measure as of T for the week's report; None when nobody was ever drawn or
+    the source has no enrollments and courses to measure outcomes on (a frame given directly)."""
+    if not len(workspace_store.experiment_arms(workspace)):
+        return None
+    if not {"enrollments", "courses"} <= set(locate_tables(source)):
+        return None
+    return effect_result(source, config, workspace, as_of)
 
 
 # --- end hold-out ---------------------------------------------------------------------------
