@@ -153,6 +153,9 @@ class GeneratorConfig(Section):
     contact_silent_prob: float = Field(0.2, ge=0, le=1)
     contact_reply_bias: float = 0.0
     contact_engagement_boost: float = 0.3
+    # A reply calls off a decision to leave that is still fading with this probability (0: a
+    # contact never turns back a student already fading; `simulate-term` plants its effect here).
+    contact_recovery_prob: float = Field(0.0, ge=0, le=1)
     # output
     block_enrollments: int = Field(2000, ge=1)
     threads: int = Field(2, ge=1)
@@ -735,6 +738,37 @@ class ExperimentConfig(Section):
         return self
 
 
+class SimulationConfig(Section):
+    """`notalone simulate-term` (docs/holdout.md): the weekly loop over a term of the synthetic
+    school, with simulated curators contacting listed students, against the known truth."""
+
+    students: int = Field(4000, ge=1)  # size of the simulated school
+    seed: int = 11  # the school's seed (the same seed: the same world, with or without lists)
+    weeks: int = Field(8, ge=1)  # weekly scorings in the term (the last ones the horizon before
+    # the school's data end, so every outcome is known)
+    contact_rate: float = Field(0.9, ge=0, le=1)  # share of each week's listed students written to
+    contact_delay_days: float = Field(1.0, ge=0, lt=7)  # ...this long after the list's as-of time
+    # The planted effect: generator knobs set for the run, merged over the generator section. A
+    # reply (logit z + contact_reply_bias) lifts engagement by contact_engagement_boost and calls
+    # off a fading decision to leave with contact_recovery_prob; both 0: contacts do nothing.
+    generator: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "contact_engagement_boost": 2.0,
+            "contact_recovery_prob": 1.0,
+            "contact_reply_bias": 3.0,
+        }
+    )
+    control_share: float | None = Field(0.3, gt=0, lt=1)  # null: experiment.control_share
+    curator_seed: int = 7  # which listed students the simulated curators reach
+
+    @model_validator(mode="after")
+    def _generator_knobs(self) -> SimulationConfig:
+        unknown = sorted(set(self.generator) - set(GeneratorConfig.model_fields))
+        if unknown:
+            raise ValueError(f"simulation.generator: not generator settings: {unknown}")
+        return self
+
+
 class DaskConfig(Section):
     """The Dask cluster of `--dask` (pipelines/dask_store.py); scheduler null: no Dask.
 
@@ -771,6 +805,7 @@ class Config(Section):
     demo: DemoConfig = DemoConfig()
     workspace_app: WorkspaceAppConfig = WorkspaceAppConfig()
     experiment: ExperimentConfig = ExperimentConfig()
+    simulation: SimulationConfig = SimulationConfig()
     moodle: MoodleConfig = MoodleConfig()
     dask: DaskConfig = DaskConfig()
 

@@ -37,7 +37,17 @@ difficulty. For most (`fade_share`) the decision to leave first shows as weeks o
 engagement; the others leave at once (shocks, problems). A dropout either unenrols formally
 (`unenrolled_at`, right away or after a lag) or goes silent (activity stops, apart from rare stray
 logins; no `unenrolled_at`). Curators contact students who missed a deadline, have an open problem
-or went silent; a reply lifts engagement a little.
+or went silent; a reply lifts engagement a little (`contact_engagement_boost`) and may call off a
+decision to leave that is still fading (`contact_recovery_prob`, 0 by default).
+
+Contacts from outside (`extra_contacts`: student_id, course_id, ts, e.g. simulated curators working
+from our lists; `notalone simulate-term`) act exactly like the school's own: a reply with the same
+probability, the same lift of engagement in that week, a row (action `list_contact`) in
+interventions.parquet. With them the school is simulated causally: every random number of a
+block is drawn up front or from a stream of its own week, so everything before a course week
+depends only on contacts before it (the week-by-week weekly loop regenerates the school with the
+contacts decided so far and sees the same past). Without them (`None`, `notalone generate`) the
+output is what it always was.
 
 Determinism: the output depends only on (students, seed, generator config); `chunk_enrollments`
 and `threads` only decide how rows are split into files and how fast. Each block of
@@ -53,7 +63,7 @@ import shutil
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -84,6 +94,11 @@ FORMAT_VERSION = 1
 STREAM_CALENDAR = 0
 STREAM_ENROLMENT = 1
 STREAM_BLOCK = 2
+# Only with extra contacts (the causal school): their replies, each week's events, unenrol logins.
+STREAM_EXTRA_REPLY = 3
+STREAM_WEEK_EVENTS = 4
+STREAM_UNENROL_LOGIN = 5
+STREAM_RECOVERY = 6  # only with generator.contact_recovery_prob > 0
 
 TYPE_CODE: dict[str, int] = {name: code for code, name in enumerate(EVENT_TYPES)}
 # Channels expanded from per-week Poisson counts over a student's active part of the week.
@@ -105,7 +120,8 @@ CHANNEL_TYPE_CODES = np.array([TYPE_CODE[kind] for kind in WEEKLY_CHANNELS], dty
 ACTION_TECH = "tech_support_referral"
 ACTION_DEADLINE = "deadline_reminder"
 ACTION_CHECK_IN = "check_in_message"
-ACTIONS = (ACTION_TECH, ACTION_DEADLINE, ACTION_CHECK_IN)  # coded 0, 1, 2 in the simulation
+ACTION_LISTED = "list_contact"  # a contact from outside (extra_contacts): from our lists
+ACTIONS = (ACTION_TECH, ACTION_DEADLINE, ACTION_CHECK_IN, ACTION_LISTED)  # coded 0..3
 OUTCOME_REPLIED = "replied"
 OUTCOME_NO_REPLY = "no_reply"
 
@@ -375,6 +391,41 @@ def plan_school(students: int, seed: int, config: GeneratorConfig) -> SchoolPlan
     )
 
 
+@dataclass(frozen=True)
+class ExtraContacts:
+    """Contacts from outside the simulation, by plan enrolment index (ascending) and time."""
+
+    enrolment: np.ndarray  # int64 index into the plan's enrolments
+    at_s: np.ndarray  # epoch seconds
+
+    def of_block(self, lo_i: int, hi_i: int) -> ExtraContacts:
+        lo, hi = np.searchsorted(self.enrolment, [lo_i, hi_i])
+        return ExtraContacts(self.enrolment[lo:hi] - lo_i, self.at_s[lo:hi])
+
+
+def extra_contacts_of(plan: SchoolPlan, contacts: pd.DataFrame | None) -> ExtraContacts:
+    """`contacts` (student_id, course_id, ts) as plan enrolment indexes; refuses unknown ones."""
+    if contacts is None or not len(contacts):
+        empty = np.zeros(0, dtype=np.int64)
+        return ExtraContacts(empty, empty.copy())
+    keys = pd.MultiIndex.from_arrays(
+        [
+            plan.student_ids[plan.student].astype(str),
+            np.array(plan.calendar.course_ids)[plan.run].astype(str),
+        ]
+    )
+    wanted = pd.MultiIndex.from_arrays(
+        [contacts[k].astype(str).to_numpy() for k in ("student_id", "course_id")]
+    )
+    index = keys.get_indexer(wanted)
+    if (index < 0).any():
+        bad = contacts[index < 0].head(3).to_dict("records")
+        raise ValueError(f"extra contacts name enrolments the school does not have: {bad}")
+    at = pd.to_datetime(contacts["ts"], utc=True).to_numpy(dtype="datetime64[s]").astype(np.int64)
+    order = np.lexsort((at, index))
+    return ExtraContacts(index[order].astype(np.int64), at[order])
+
+
 def _item_ids(cal: Calendar, lessons_per_week: int) -> tuple[pa.Array, np.ndarray]:
     """Item ids per run: its assignments, then per week its lessons and its quiz."""
     ids: list[str] = []
@@ -425,6 +476,17 @@ class _Events:
 
 
 @dataclass(frozen=True)
+class _Shifted:
+    """`_Events` of a slice of a block's enrolments: indexes shifted to the block's."""
+
+    events: _Events
+    first: int
+
+    def add(self, enrolment, ts, kind, item=None, value=None) -> None:
+        self.events.add(enrolment + self.first, ts, kind, item, value)
+
+
+@dataclass(frozen=True)
 class _History:
     """A block's simulated weeks: arrays of shape (week, enrolment) plus per-enrolment traits."""
 
@@ -446,24 +508,58 @@ class _History:
     quit_s: np.ndarray  # NO_TIME = stayed
     unenrol_s: np.ndarray  # NO_TIME = none recorded
 
+    def part(self, w: int, first: int, last: int) -> _History:
+        """Week `w` of enrolments [first, last) alone (arrays of shape (1, last - first))."""
+        cell, cols = (slice(w, w + 1), slice(first, last)), slice(first, last)
+        weekly = ("lo", "hi", "z", "struggle", "problem", "new_problem", "submitted", "score")
+        static = (
+            "run", "start_s", "end_s", "enrolled_s", "level", "ability", "late_habit",
+            "quit_s", "unenrol_s",
+        )  # fmt: skip
+        return replace(
+            self,
+            **{k: getattr(self, k)[cell] for k in weekly},
+            **{k: getattr(self, k)[cols] for k in static},
+        )
+
     @property
     def active_span(self) -> np.ndarray:
         """Seconds of each week the student was around (before quitting)."""
         return np.maximum(np.minimum(self.hi, self.quit_s[None, :]) - self.lo, 0)
 
 
-def simulate_block(plan: SchoolPlan, block: int) -> Block:
-    """Simulate one block of enrolments week by week and expand the weekly counts to events."""
+def simulate_block(plan: SchoolPlan, block: int, extra: ExtraContacts | None = None) -> Block:
+    """Simulate one block of enrolments week by week and expand the weekly counts to events.
+    With `extra` contacts (possibly none) the block is simulated causally (module docstring)."""
     cfg = plan.config
     lo_i = block * cfg.block_enrollments
     hi_i = min(lo_i + cfg.block_enrollments, plan.n_enrollments)
     rng = _rng(plan.seed, STREAM_BLOCK, block)
-    history, contacts = _simulate_weeks(plan, lo_i, hi_i, rng)
+    mine = None if extra is None else extra.of_block(lo_i, hi_i)
+    history, contacts = _simulate_weeks(plan, lo_i, hi_i, rng, mine, block)
 
     events = _Events()
-    _weekly_events(events, rng, cfg, plan, history)
-    _submissions(events, rng, cfg, plan, history)
-    _after_quitting(events, rng, cfg, history)
+    if extra is None:
+        _weekly_events(events, rng, cfg, plan, history)
+        _submissions(events, rng, cfg, plan, history)
+        _ghost_logins(events, rng, cfg, history)
+        _unenrol_logins(events, rng.random, cfg, history)
+    else:
+        # Each course run's week from a stream of its own: events in a calendar week never
+        # depend on what happened (or was decided) later. A block's enrolments are in run order.
+        runs, firsts = np.unique(history.run, return_index=True)
+        lasts = [*firsts[1:], len(history.run)]
+        for run, first, last in zip(runs, firsts, lasts, strict=True):
+            shifted = _Shifted(events, int(first))
+            for w in range(history.lo.shape[0]):
+                week_rng = _rng(plan.seed, STREAM_WEEK_EVENTS, block, int(run), w)
+                week = history.part(w, int(first), int(last))
+                _weekly_events(shifted, week_rng, cfg, plan, week, week0=w)
+                _submissions(shifted, week_rng, cfg, plan, week, week0=w)
+                _ghost_logins(shifted, week_rng, cfg, week)
+        draws = _rng(plan.seed, STREAM_UNENROL_LOGIN, block).random(hi_i - lo_i)
+        unenrolling = history.unenrol_s != NO_TIME
+        _unenrol_logins(events, lambda _k: draws[unenrolling], cfg, history, causal=True)
     table, type_counts, max_ts = _events_table(plan, lo_i, hi_i, events)
     return Block(
         first=lo_i,
@@ -476,8 +572,16 @@ def simulate_block(plan: SchoolPlan, block: int) -> Block:
     )
 
 
-def _simulate_weeks(plan: SchoolPlan, lo_i: int, hi_i: int, rng: np.random.Generator):
-    """The week-by-week loop over a block: engagement, problems, submissions, dropout, contacts."""
+def _simulate_weeks(
+    plan: SchoolPlan,
+    lo_i: int,
+    hi_i: int,
+    rng: np.random.Generator,
+    extra: ExtraContacts | None = None,
+    block: int = 0,
+):
+    """The week-by-week loop over a block: engagement, problems, submissions, dropout, contacts.
+    `extra`: contacts from outside (block-relative enrolments), each acting in its course week."""
     cfg, cal = plan.config, plan.calendar
     n = hi_i - lo_i
     run = plan.run[lo_i:hi_i]
@@ -525,6 +629,15 @@ def _simulate_weeks(plan: SchoolPlan, lo_i: int, hi_i: int, rng: np.random.Gener
     score_noise = rng.standard_normal(shape)
     u_quit, u_quit_at = rng.random(shape), rng.random(shape)
     u_contact, u_contact_at, u_reply = rng.random(shape), rng.random(shape), rng.random(shape)
+    if cfg.contact_recovery_prob > 0:  # its own stream: with the knob at 0 nothing else moves
+        u_recover = _rng(plan.seed, STREAM_RECOVERY, block).random(shape)
+    extra_at = np.full(shape, NO_TIME, dtype=np.int64)  # first outside contact of each week
+    if extra is not None:
+        u_extra_reply = _rng(plan.seed, STREAM_EXTRA_REPLY, block).random(shape)
+        week_of = (extra.at_s - start_s[extra.enrolment]) // WEEK_S
+        inside = (week_of >= 0) & (week_of < n_weeks)
+        e_, w_, at_ = extra.enrolment[inside], week_of[inside], extra.at_s[inside]
+        np.minimum.at(extra_at, (w_, e_), at_)
 
     week_start = start_s[None, :] + np.arange(n_weeks)[:, None] * WEEK_S
     lo = np.maximum(week_start, enrolled_s[None, :])
@@ -569,7 +682,24 @@ def _simulate_weeks(plan: SchoolPlan, lo_i: int, hi_i: int, rng: np.random.Gener
             action = np.select([open_hist[w - 1], missed_last], [0, 1], default=2)  # ACTIONS
             idx = np.flatnonzero(contact)
             contacts.append((idx, at[idx], action[idx], replied[idx]))
-            boost = cfg.contact_engagement_boost * replied
+        else:
+            replied = np.zeros(n, dtype=bool)
+        if extra is not None:
+            # Outside contacts work as the school's own: made while enrolled, a reply while
+            # still there, with the same reply probability (own draws, so nothing else moves).
+            at = extra_at[w]
+            contact = running & (at >= lo[w]) & (at < hi[w]) & (unenrol_s > at)
+            extra_replied = (
+                contact & (quit_s > at) & (u_extra_reply[w] < _sigmoid(z + cfg.contact_reply_bias))
+            )
+            idx = np.flatnonzero(contact)
+            code = ACTIONS.index(ACTION_LISTED)
+            contacts.append((idx, at[idx], np.full(len(idx), code), extra_replied[idx]))
+            replied = replied | extra_replied
+        boost = cfg.contact_engagement_boost * replied
+        if cfg.contact_recovery_prob > 0:  # a reply may turn back a student who is fading
+            recovered = replied & (fade_left > 0) & (u_recover[w] < cfg.contact_recovery_prob)
+            fade_left = np.where(recovered, 0, fade_left)
 
         new_problem = live & (u_tech[w] < tech_prob)
         problem = live & ((problem & (u_resolve[w] >= cfg.tech_resolve_prob)) | new_problem)
@@ -640,8 +770,11 @@ def _simulate_weeks(plan: SchoolPlan, lo_i: int, hi_i: int, rng: np.random.Gener
     return history, contacts
 
 
-def _weekly_events(events: _Events, rng, cfg: GeneratorConfig, plan: SchoolPlan, h: _History):
-    """Poisson counts per (channel, week, enrolment), expanded with random times in the week."""
+def _weekly_events(
+    events: _Events, rng, cfg: GeneratorConfig, plan: SchoolPlan, h: _History, week0: int = 0
+):
+    """Poisson counts per (channel, week, enrolment), expanded with random times in the week.
+    `week0`: the course week of the history's first row."""
     n_weeks, n = h.lo.shape
     span = h.active_span
     frac = span / WEEK_S
@@ -687,7 +820,9 @@ def _weekly_events(events: _Events, rng, cfg: GeneratorConfig, plan: SchoolPlan,
     item = np.full(len(cell), -1, dtype=np.int64)
     value = np.full(len(cell), np.nan)
     r = h.run[e]
-    week_items = plan.item_offset[r] + plan.calendar.weeks[r] + w * (cfg.lessons_per_week + 1)
+    week_items = (
+        plan.item_offset[r] + plan.calendar.weeks[r] + (week0 + w) * (cfg.lessons_per_week + 1)
+    )
     lesson = (channel == CHANNEL[EventType.LESSON_VIEW]) | (
         channel == CHANNEL[EventType.LESSON_COMPLETE]
     )
@@ -714,10 +849,12 @@ def _weekly_events(events: _Events, rng, cfg: GeneratorConfig, plan: SchoolPlan,
     events.add(e, ts, kind, item, value)
 
 
-def _submissions(events: _Events, rng, cfg: GeneratorConfig, plan: SchoolPlan, h: _History):
+def _submissions(
+    events: _Events, rng, cfg: GeneratorConfig, plan: SchoolPlan, h: _History, week0: int = 0
+):
     """One submission per submitted assignment: on time before the due, or late after it."""
     w, e = np.nonzero(h.submitted)
-    due = h.start_s[e] + (w + 1) * WEEK_S - 1
+    due = h.start_s[e] + (week0 + w + 1) * WEEK_S - 1
     window = np.minimum(cfg.on_time_window_days * DAY_S, due - h.lo[w, e])
     # Late as a habit; disengaged students are late more often (habit ** engagement -> 1).
     late = rng.random(len(e)) < h.late_habit[e] ** _sigmoid(h.z[w, e])
@@ -726,21 +863,29 @@ def _submissions(events: _Events, rng, cfg: GeneratorConfig, plan: SchoolPlan, h
     grace_end = h.end_s[e] + cfg.late_submission_grace_days * DAY_S
     keep = ts < np.minimum(np.minimum(h.quit_s[e], plan.calendar.data_end_s), grace_end)
     e, w, ts = e[keep], w[keep], ts[keep]
-    item = plan.item_offset[h.run[e]] + w
+    item = plan.item_offset[h.run[e]] + week0 + w
     events.add(e, ts, TYPE_CODE[EventType.ASSIGNMENT_SUBMIT], item, np.round(h.score[w, e]))
 
 
-def _after_quitting(events: _Events, rng, cfg: GeneratorConfig, h: _History) -> None:
-    """Rare stray logins after quitting, and the login that comes with a formal unenrolment."""
+def _ghost_logins(events: _Events, rng, cfg: GeneratorConfig, h: _History) -> None:
+    """Rare stray logins after quitting."""
     ghost_lo = np.maximum(h.lo, h.quit_s[None, :])
     span = np.maximum(np.minimum(h.hi, h.unenrol_s[None, :]) - ghost_lo, 0)
     w, e = np.nonzero(rng.random(span.shape) < cfg.ghost_login_prob * span / WEEK_S)
     ts = ghost_lo[w, e] + rng.random(len(e)) * span[w, e]
     events.add(e, ts, TYPE_CODE[EventType.LOGIN])
 
+
+def _unenrol_logins(
+    events: _Events, uniforms, cfg: GeneratorConfig, h: _History, causal: bool = False
+) -> None:
+    """The login that comes with a formal unenrolment. `uniforms(k)`: k uniform draws, one per
+    unenrolling enrolment. `causal`: never before the decision to quit (so never in a week
+    before the one in which the student decided)."""
     e = np.flatnonzero(h.unenrol_s != NO_TIME)
-    before = rng.random(len(e)) * cfg.unenrol_login_minutes * MINUTE_S
-    ts = np.maximum(h.unenrol_s[e] - before, h.enrolled_s[e])
+    before = uniforms(len(e)) * cfg.unenrol_login_minutes * MINUTE_S
+    floor = np.maximum(h.enrolled_s[e], h.quit_s[e]) if causal else h.enrolled_s[e]
+    ts = np.maximum(h.unenrol_s[e] - before, floor)
     events.add(e, ts, TYPE_CODE[EventType.LOGIN])
 
 
@@ -853,7 +998,9 @@ class SchoolSummary:
         return doc
 
 
-def iter_blocks(plan: SchoolPlan, threads: int = 1) -> Iterator[Block]:
+def iter_blocks(
+    plan: SchoolPlan, threads: int = 1, extra: ExtraContacts | None = None
+) -> Iterator[Block]:
     """Simulate the plan's blocks and yield them in order.
 
     Blocks are independent (each has its own random stream), so `threads` workers may simulate
@@ -861,18 +1008,18 @@ def iter_blocks(plan: SchoolPlan, threads: int = 1) -> Iterator[Block]:
     """
     if threads <= 1:
         for b in range(plan.n_blocks):
-            yield simulate_block(plan, b)
+            yield simulate_block(plan, b, extra)
         return
     with ThreadPoolExecutor(max_workers=threads) as pool:
         pending: deque[Future[Block]] = deque()
         upcoming = iter(range(plan.n_blocks))
         try:
             for b in islice(upcoming, threads + 1):  # bounded look-ahead: bounded memory
-                pending.append(pool.submit(simulate_block, plan, b))
+                pending.append(pool.submit(simulate_block, plan, b, extra))
             while pending:
                 block = pending.popleft().result()
                 for b in islice(upcoming, 1):
-                    pending.append(pool.submit(simulate_block, plan, b))
+                    pending.append(pool.submit(simulate_block, plan, b, extra))
                 yield block
         finally:
             for future in pending:
@@ -911,14 +1058,18 @@ def write_school(
     seed: int,
     config: GeneratorConfig,
     on_progress: ProgressCallback | None = None,
+    extra_contacts: pd.DataFrame | None = None,
 ) -> SchoolSummary:
     """Simulate a school and write it into an existing empty folder (callers make it atomic).
 
     Events never sit in memory whole: each block becomes one row group, written by a background
-    thread while the next blocks are simulated, and is then dropped.
+    thread while the next blocks are simulated, and is then dropped. `extra_contacts`
+    (student_id, course_id, ts; may be empty): contacts from outside, simulated causally (see
+    the module docstring); None: the school alone.
     """
     folder = Path(folder)
     plan = plan_school(students, seed, config)
+    extra = None if extra_contacts is None else extra_contacts_of(plan, extra_contacts)
     cal = plan.calendar
     write_table(folder, "courses", cal.courses())
     write_table(folder, "assignments", cal.assignments())
@@ -938,7 +1089,7 @@ def write_school(
     writes: deque[Future[None]] = deque()
     try:
         with ThreadPoolExecutor(max_workers=1) as write_pool:
-            for b, block in enumerate(iter_blocks(plan, config.threads)):
+            for b, block in enumerate(iter_blocks(plan, config.threads, extra)):
                 writes.append(write_pool.submit(parts.write, b, block.events))
                 while len(writes) > 1:  # at most one block waits for the writer
                     writes.popleft().result()

@@ -38,6 +38,16 @@ CLAIMS = {
     (ENROLLED_AT_END, 1): "more listed students were still enrolled at course end",
     (ENROLLED_AT_END, -1): "fewer listed students were still enrolled at course end",
 }
+# Each verdict's key in the message files (configs/messages/*.yaml `effect.verdicts`): the
+# English texts above are the command line's and the JSON's; pages and reports translate keys.
+VERDICT_KEYS = {
+    NOT_ENOUGH: "not_enough",
+    NO_EVIDENCE: "no_evidence",
+    CLAIMS[(DROPOUT, -1)]: "dropout_lower",
+    CLAIMS[(DROPOUT, 1)]: "dropout_higher",
+    CLAIMS[(ENROLLED_AT_END, 1)]: "enrolled_more",
+    CLAIMS[(ENROLLED_AT_END, -1)]: "enrolled_fewer",
+}
 
 
 def z(p: float) -> float:
@@ -55,7 +65,8 @@ def outcomes(
     """One row per drawn enrolment: arm, risk_band, dropout / dropout_matured, enrolled_at_end /
     end_matured, contacted (a contact between its draw and its release; listed arm only counts).
     `enrollments`: student_id, course_id, unenrolled_at; `courses`: course_id, end_at;
-    `contacts`: student_id, course_id, ts."""
+    `contacts`: student_id, course_id, ts. Nothing at or after `as_of` is known yet: a source
+    holding later rows (a replayed or simulated term) gives what was known at `as_of`."""
     now = utc(as_of)
     a = arms[[*KEYS, "arm", "risk_band", "assigned_at", "release_at"]].copy()
     for k in KEYS:
@@ -65,6 +76,7 @@ def outcomes(
     t = a.merge(e, on=KEYS, how="left").merge(c, on="course_id", how="left")
     assigned = pd.to_datetime(t["assigned_at"], utc=True)
     unenrolled = pd.to_datetime(t["unenrolled_at"], utc=True)
+    unenrolled = unenrolled.where(unenrolled < now)
     end = pd.to_datetime(t["end_at"], utc=True)
     horizon_end = assigned + timedelta(days=horizon_days)
     left_in_horizon = unenrolled.notna() & (unenrolled >= assigned) & (unenrolled < horizon_end)
@@ -79,8 +91,10 @@ def outcomes(
         k = contacts[[*KEYS, "ts"]].astype({"student_id": "str", "course_id": "str"})
         m = t[[*KEYS, "assigned_at", "release_at"]].reset_index().merge(k, on=KEYS)
         ts = pd.to_datetime(m["ts"], utc=True)
-        inside = (ts >= pd.to_datetime(m["assigned_at"], utc=True)) & (
-            ts < pd.to_datetime(m["release_at"], utc=True)
+        inside = (
+            (ts >= pd.to_datetime(m["assigned_at"], utc=True))
+            & (ts < pd.to_datetime(m["release_at"], utc=True))
+            & (ts < now)
         )
         t.loc[m.loc[inside.to_numpy(), "index"].unique(), "contacted"] = True
     return t[
@@ -150,6 +164,7 @@ class Comparison:
     per_contacted_high: float | None
     mde: float
     verdict: str
+    verdict_key: str = ""  # VERDICT_KEYS[verdict]: the verdict's key in the message files
 
 
 def _num(x: float) -> float | None:
@@ -205,6 +220,7 @@ def compare(
         per_contacted_high=per[2],
         mde=float(mde),
         verdict=verdict,
+        verdict_key=VERDICT_KEYS[verdict],
     )
 
 

@@ -62,6 +62,11 @@ class ReportContext:
     # The win-back section (interventions.winback), shown when the ranking has `section`.
     winback_days: int | None = None
     winback_capacity: int | None = None
+    # The hold-out's effect measure as of the week (`pipelines.score_steps.effect_result`:
+    # drawn, control, comparisons, plan); None: no hold-out yet, no section. Rendered by the
+    # template report (webapp/report.py).
+    effect: dict | None = None
+    effect_level: float = 0.90  # the confidence of the intervals shown
 
 
 def _esc(value: object) -> str:

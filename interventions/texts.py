@@ -110,6 +110,8 @@ class Texts:
     report: dict[str, str]
     reason_groups: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # The hold-out's effect wording: labels, `outcomes`, `verdicts` (by VERDICT_KEYS), `plan`.
+    effect: dict[str, Any] = field(default_factory=dict)
 
     def number(self, value: float, fmt: str | None) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -184,6 +186,7 @@ def parse_texts(data: Mapping[str, Any], language: str) -> Texts:
         messages=messages,
         report={k: str(v) for k, v in data["report"].items()},
         reason_groups={k: str(v) for k, v in data.get("reason_groups", {}).items()},
+        effect=dict(data.get("effect") or {}),
     )
 
 

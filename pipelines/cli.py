@@ -476,6 +476,53 @@ def effect(
     )
 
 
+@app.command("simulate-term")
+@user_errors
+def simulate_term(
+    students: Annotated[
+        int | None, typer.Option("--students", min=1, help="School size (simulation.students).")
+    ] = None,
+    weeks: Annotated[
+        int | None, typer.Option("--weeks", min=1, help="Weekly scorings (simulation.weeks).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="School seed (simulation.seed).")
+    ] = None,
+    no_effect: Annotated[
+        bool,
+        typer.Option(
+            "--no-effect", help="Plant no effect: contacts lift nothing, turn nobody back."
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Simulation folder (replaced); default under $NOTALONE_HOME."),
+    ] = None,
+    model_uri: Annotated[
+        str | None,
+        typer.Option("--model-uri", help="Score with this model instead of training one."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """A term of weekly lists on the synthetic school with simulated curators: the hold-out's
+    effect measure against the known truth (the same term without the lists' contacts)."""
+    from configs import load_config
+    from pipelines.commands.simulate import run_simulate_term
+
+    sim = {
+        k: v for k, v in (("students", students), ("weeks", weeks), ("seed", seed)) if v is not None
+    }
+    if no_effect:
+        sim["generator"] = {"contact_engagement_boost": 0.0, "contact_recovery_prob": 0.0}
+    run_simulate_term(
+        config=load_config(config, overrides={"simulation": sim} if sim else None),
+        out=out,
+        model_uri=model_uri,
+        as_json=as_json,
+    )
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

@@ -13,6 +13,7 @@
                  taken off the lists (their slots filled by the next students)
     explain      the model's contributions for the students to explain (listed ones)
     words        reasons in words, support tier and action, first message
+    effect       the hold-out's effect measure as of T (arms, intervals, verdicts) for the report
     report       report.html (a warning box on top when inputs drifted; the drift table)
     write        ranking.parquet, curators/<id>.csv, report.html, summary.json - atomically
     record       a small MLflow run of the week: drift per input, counts (no ids)
@@ -24,8 +25,8 @@ computed for listed students only unless `scoring.explain: all`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, is_dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import asdict, dataclass, is_dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,16 @@ import numpy as np
 import pandas as pd
 
 from configs.schema import Config
-from features.sources import course_titles, display_names_of, recent_contacts
-from interventions.holdout import holdout_ranking
+from features.sources import (
+    all_contacts,
+    course_titles,
+    display_names_of,
+    locate_tables,
+    read_table,
+    recent_contacts,
+)
+from interventions.effect import as_records, measure_effect, outcomes, plan
+from interventions.holdout import ARM_CONTROL, holdout_ranking
 from interventions.messages import with_first_names
 from interventions.ranking import curator_lists
 from interventions.report import ReportContext
@@ -172,6 +181,71 @@ def holdout_step(
     return held
 
 
+def horizon_days(config: Config) -> int:
+    return config.experiment.horizon_days or config.snapshots.horizon_days
+
+
+def effect_result(
+    source: Path,
+    config: Config,
+    workspace: Workspace,
+    as_of: datetime | None = None,
+    contacts: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """The effect measure (`notalone effect`, the report's section, `simulate-term`):
+    comparisons overall and per risk band for both outcomes, and the plan, as plain data; only
+    what is known at `as_of` (default now) counts. `contacts` (student_id, course_id, ts): those
+    that make the contact rate; default every contact of the workspace and of the source."""
+    when = as_of or datetime.now(UTC)
+    arms = workspace_store.experiment_arms(workspace)
+    enrollments = read_table(source, "enrollments")
+    courses = read_table(source, "courses")
+    if contacts is None:
+        found = [workspace_store.all_contacts(workspace), all_contacts(source)]
+        found = [c for c in found if c is not None and len(c)]
+        contacts = pd.concat(found, ignore_index=True) if found else None
+    table = outcomes(arms, enrollments, courses, contacts, when, horizon_days(config))
+    comparisons = measure_effect(table, config.experiment)
+    return {
+        "as_of": pd.Timestamp(when).isoformat(),
+        "drawn": len(arms),
+        "control": int((arms["arm"] == ARM_CONTROL).sum()),
+        "comparisons": as_records(comparisons),
+        "plan": asdict(plan_for(arms, table, enrollments, config)),
+    }
+
+
+def plan_for(arms: pd.DataFrame, table: pd.DataFrame, enrollments: pd.DataFrame, config: Config):
+    """The sizing from what the hold-out has seen: draws per week so far (else curators x
+    capacity x the new share), the control arm's dropout once it has `min_per_arm` matured."""
+    exp = config.experiment
+    if len(arms):
+        weeks = pd.to_datetime(arms["assigned_at"], utc=True).dt.normalize().nunique()
+        new_per_week = len(arms) / max(weeks, 1)
+    else:
+        curators = enrollments["curator_id"].astype("str").nunique()
+        new_per_week = curators * config.scoring.capacity * exp.plan_new_share
+    matured = table[(table["arm"] == ARM_CONTROL) & table["dropout_matured"]]
+    base = float(matured["dropout"].mean()) if len(matured) >= exp.min_per_arm else None
+    if base is not None and not exp.plan_effect < base < 1:
+        base = None
+    return plan(
+        new_per_week=new_per_week, config=exp, horizon_days=horizon_days(config), base_rate=base
+    )
+
+
+def effect_step(
+    source: Path, as_of: datetime, config: Config, workspace: Workspace
+) -> dict[str, Any] | None:
+    """The effect measure as of T for the week's report; None when nobody was ever drawn or
+    the source has no enrollments and courses to measure outcomes on (a frame given directly)."""
+    if not len(workspace_store.experiment_arms(workspace)):
+        return None
+    if not {"enrollments", "courses"} <= set(locate_tables(source)):
+        return None
+    return effect_result(source, config, workspace, as_of)
+
+
 # --- end hold-out ---------------------------------------------------------------------------
 
 
@@ -221,6 +295,7 @@ def report_step(
     config: Config,
     texts: Texts,
     drift: DriftCheck,
+    effect: dict[str, Any] | None = None,
 ) -> str:
     sc = config.scoring
     previous = None if history.previous is None else history.previous["risk"].to_numpy("float64")
@@ -238,6 +313,8 @@ def report_step(
         drift_threshold=config.drift.psi_threshold,
         winback_days=winback_inactive_days(config),
         winback_capacity=sc.winback_capacity,
+        effect=effect,
+        effect_level=config.experiment.confidence,
     )
     return build_report_from_template(ranking, ctx, texts)
 
@@ -419,6 +496,16 @@ def score_steps(
         config,
         texts,
     )
+    effect = steps(
+        "effect",
+        "hold-out: the effect measure so far",
+        effect_step,
+        source,
+        as_of,
+        config,
+        workspace,
+        io=True,
+    )
     report = steps(
         "report",
         "report",
@@ -431,6 +518,7 @@ def score_steps(
         config=config,
         texts=texts,
         drift=drift,
+        effect=effect,
     )
     summary = {
         "as_of": as_of.isoformat(),

@@ -17,6 +17,9 @@ DEFAULT_HOME = ".notalone"
 @dataclass(frozen=True)
 class Workspace:
     root: Path
+    # The workspace database; None: NOTALONE_DB_URL, else workspace.db in root. A simulation
+    # (`notalone simulate-term`) names its own so its arms never mix with the school's.
+    db_url: str | None = None
 
     @classmethod
     def resolve(cls, home: str | Path | None = None) -> Workspace:

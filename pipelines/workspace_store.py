@@ -24,7 +24,7 @@ CONTACT_COLUMNS = ["student_id", "course_id", "ts"]
 
 def engine(workspace: Workspace):
     """The workspace database, migrated to the current schema."""
-    return open_workspace_db(None, workspace.root)
+    return open_workspace_db(workspace.db_url, workspace.root)
 
 
 def publish(

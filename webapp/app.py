@@ -25,6 +25,7 @@ from webapp.db import records
 from webapp.db.accounts import KIND_API, Account, create_credential, end_credential
 from webapp.db.engine import open_workspace_db
 from webapp.db.experiment import EFFECT_FILE, arm_counts
+from webapp.report import effect_view
 from webapp.settings import AppSettings
 
 HERE = Path(__file__).resolve().parent
@@ -57,9 +58,10 @@ def load_labels() -> dict[str, dict[str, Any]]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         messages = MESSAGES_DIR / path.name
         if messages.is_file():
-            data["reason_groups"] = (
-                yaml.safe_load(messages.read_text(encoding="utf-8")).get("reason_groups") or {}
-            )
+            scorer = yaml.safe_load(messages.read_text(encoding="utf-8")) or {}
+            data["reason_groups"] = scorer.get("reason_groups") or {}
+            data["effect_texts"] = scorer.get("effect") or {}  # the hold-out's verdicts etc.
+            data["decimal_separator"] = scorer.get("decimal_separator", ".")
         labels[path.stem] = data
     return labels
 
@@ -472,12 +474,19 @@ def create_app(settings: AppSettings) -> FastAPI:
         token = create_credential(engine, account.person_id, KIND_API, token_life, "web")
         return render(request, "token.html", {"token": token}, account=account, session=session)
 
-    def effect_of_holdout(as_of: datetime) -> dict[str, Any]:
+    def effect_of_holdout(as_of: datetime, lang: str) -> dict[str, Any]:
         """The hold-out's arms at the week shown and the latest `notalone effect` result (None
-        before one)."""
+        before one), in the page's language."""
         path = Path(settings.home) / EFFECT_FILE
         latest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-        return {"arms": arm_counts(engine, as_of), "latest": latest}
+        t = labels[lang]
+        view = effect_view(
+            latest,
+            t.get("effect_texts") or {},
+            settings.config.experiment.confidence,
+            t.get("decimal_separator", "."),
+        )
+        return {"arms": arm_counts(engine, as_of), "latest": latest, "view": view}
 
     @app.get("/lead", response_class=HTMLResponse, include_in_schema=False)
     def lead_page(
@@ -511,7 +520,7 @@ def create_app(settings: AppSettings) -> FastAPI:
                 "curators": records.curators_of_week(engine, current.week_id),
                 "curator_id": curator or "",
                 "s": summary,
-                "effect": effect_of_holdout(current.as_of),  # hold-out (issue 15)
+                "effect": effect_of_holdout(current.as_of, language(request)),  # issue 15
             },
             account=account,
             session=session,

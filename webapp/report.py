@@ -146,6 +146,97 @@ def _drift(ctx: ReportContext, texts: Texts) -> dict | None:
     return out
 
 
+def _points(x, separator: str, sign: bool = True) -> str:
+    if x is None:
+        return ""
+    return (f"{x * 100:+.1f}" if sign else f"{x * 100:.1f}").replace(".", separator)
+
+
+def effect_view(
+    result: dict | None, effect_texts: dict, level: float, separator: str = "."
+) -> dict | None:
+    """The effect measure (`effect_result`'s dict) in a language's words, for the report and
+    the lead's page: the arms line, the table (verdicts translated by key) and the plan."""
+    if not result or not effect_texts:
+        return None
+    e = effect_texts
+    verdicts, outcomes = e.get("verdicts", {}), e.get("outcomes", {})
+    rows = []
+    for c in result["comparisons"]:
+
+        def rate(n, r):
+            return f"{n}" if r is None else f"{n} ({_points(r, separator, sign=False)} %)"
+
+        interval = ""
+        if c.get("effect") is not None:
+            interval = (
+                f"{_points(c['effect'], separator)} "
+                f"[{_points(c['low'], separator)}, {_points(c['high'], separator)}]"
+            )
+        per = ""
+        if c.get("per_contacted") is not None:
+            per = (
+                f"{_points(c['per_contacted'], separator)} "
+                f"[{_points(c['per_contacted_low'], separator)}, "
+                f"{_points(c['per_contacted_high'], separator)}]"
+            )
+        mde = c.get("mde")
+        rows.append(
+            [
+                _cell(outcomes.get(c["outcome"], c["outcome"])),
+                _cell(e.get("all", c["band"]) if c["band"] == "all" else c["band"]),
+                _cell(rate(c["n_listed"], c.get("rate_listed"))),
+                _cell(rate(c["n_control"], c.get("rate_control"))),
+                _cell(interval),
+                _cell(per),
+                _cell(_points(mde, separator, sign=False) if mde is not None and mde < 1 else ""),
+                _cell(verdicts.get(c.get("verdict_key") or "", c["verdict"])),
+            ]
+        )
+    level_text = f"{level:.0%}".replace("%", " %")
+    header = [
+        e["col_outcome"],
+        e["col_band"],
+        e["col_listed"],
+        e["col_control"],
+        e["col_difference"].replace("{level}", level_text),
+        e["col_per_contacted"],
+        e["col_mde"],
+        e["col_verdict"],
+    ]
+    p = result.get("plan") or {}
+    plan = ""
+
+    def count(n) -> str:  # thousands: "," in English, a space where "," is the decimal mark
+        return f"{n:,}".replace(",", "," if separator == "." else "\u00a0")
+
+    if p:
+        fields = {
+            "effect": _points(p["effect"], separator, sign=False),
+            "base": _points(p["base_rate"], separator, sign=False),
+            "per_arm": count(p["per_arm_equal"]),
+            "control": count(p["control_needed"]),
+            "listed": count(p["listed_needed"]),
+            "weeks": count(p["weeks_to_draw"] or 0),
+            "total": count(p["weeks_total"] or 0),
+        }
+        plan = e["plan"] if p.get("weeks_to_draw") is not None else e["plan_never"]
+        for k, v in fields.items():
+            plan = plan.replace(f"{{{k}}}", v)
+    arms = (
+        e["arms"]
+        .replace("{drawn}", str(result["drawn"]))
+        .replace("{control}", str(result["control"]))
+        .replace("{as_of}", str(result["as_of"])[:10])
+    )
+    return {
+        "title": e["title"],
+        "arms": arms,
+        "table": {"header": header, "rows": rows},
+        "plan": plan,
+    }
+
+
 def report_context(ranking: pd.DataFrame, ctx: ReportContext, texts: Texts) -> dict:
     """Everything the report template shows, computed as `build_report` does."""
     r = texts.report
@@ -227,6 +318,7 @@ def report_context(ranking: pd.DataFrame, ctx: ReportContext, texts: Texts) -> d
         "has_trend": has_trend,
         "figures": figures,  # <img> tags with PNG data URIs, made by interventions.report
         "drift": _drift(ctx, texts),
+        "effect": effect_view(ctx.effect, texts.effect, ctx.effect_level, texts.decimal_separator),
         "by_tier": _table(list(by_tier.items()), ["", r["count"]]),
         "by_reason": _table(list(by_reason.items()), ["", r["count"]]),
         "by_trigger": _table(by_trigger, ["", r["fired"], r["listed"]]),

@@ -79,6 +79,9 @@ def test_control_students_are_on_no_list_csv_page_or_report(
         assert not control & shown["page"]
         for student in {s for s, _ in control} - listed_students:
             assert not re.search(rf"\b{re.escape(student)}\b", shown["report"]), student
+        # the report's effect section: arms and the plain verdict while nothing has matured
+        section = shown["report"][shown["report"].index('id="effect"') :]
+        assert "in the control arm" in section and "not enough evidence yet" in section
         assert not held["listed"].any()
         assert (held["hold_back"] == HOLD_CONTROL).all()
         assert (ranking["hold_back"] == HOLD_CONTROL).sum() == len(held)

@@ -171,3 +171,64 @@ def test_outcomes_from_unenrolments_course_ends_and_contacts():
     assert overall[DROPOUT].n_listed == 2 and overall[DROPOUT].rate_listed == 0.5
     assert overall[ENROLLED_AT_END].rate_control == 0.5
     assert all(c.verdict == NOT_ENOUGH for c in result)
+
+
+def test_nothing_at_or_after_as_of_is_known_yet():
+    """A source holding later rows (a replayed or simulated term): an unenrolment or a contact
+    after the as-of time does not count yet."""
+    arms = pd.DataFrame(
+        {
+            "student_id": ["a", "b"],
+            "course_id": ["c1"] * 2,
+            "arm": ["listed", "control"],
+            "risk_band": ["x"] * 2,
+            "assigned_at": [T0] * 2,
+            "release_at": [T0 + timedelta(weeks=4)] * 2,
+        }
+    )
+    enrollments = pd.DataFrame(
+        {
+            "student_id": ["a", "b"],
+            "course_id": ["c1"] * 2,
+            "unenrolled_at": [T0 + timedelta(days=12), T0 + timedelta(days=3)],
+        }
+    )
+    courses = pd.DataFrame({"course_id": ["c1"], "end_at": [T0 + timedelta(days=60)]})
+    contacts = pd.DataFrame(
+        {"student_id": ["a"], "course_id": ["c1"], "ts": [T0 + timedelta(days=11)]}
+    )
+    at_10 = outcomes(arms, enrollments, courses, contacts, T0 + timedelta(days=10), 28)
+    assert at_10["dropout"].tolist() == [False, True]
+    assert at_10["dropout_matured"].tolist() == [False, True]
+    assert at_10["contacted"].tolist() == [False, False]
+    at_20 = outcomes(arms, enrollments, courses, contacts, T0 + timedelta(days=20), 28)
+    assert at_20["dropout"].tolist() == [True, True]
+    assert at_20["contacted"].tolist() == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("language", "words"), [("en", "not enough evidence yet"), ("ru", "данных пока недостаточно")]
+)
+def test_the_effect_section_speaks_the_reports_language(language, words):
+    from dataclasses import asdict
+
+    from pipelines.texts import load_texts
+    from webapp.report import effect_view
+
+    texts = load_texts(language)
+    comparison = compare(3, 40, 2, 10, 20, outcome=DROPOUT, band=OVERALL, config=CONFIG)
+    result = {
+        "as_of": "2026-03-02T00:00:00+00:00",
+        "drawn": 50,
+        "control": 10,
+        "comparisons": [asdict(comparison)],
+        "plan": asdict(plan(new_per_week=30, config=CONFIG, horizon_days=28)),
+    }
+    view = effect_view(result, texts.effect, 0.9, texts.decimal_separator)
+    cells = [c["value"] for c in view["table"]["rows"][0]]
+    assert cells[-1] == words
+    assert cells[0] == texts.effect["outcomes"][DROPOUT]
+    assert "50" in view["arms"] and "10" in view["arms"] and "2026-03-02" in view["arms"]
+    assert "{" not in view["plan"] and "90" in view["table"]["header"][4]
+    if language == "ru":
+        assert "," in cells[2]  # 7,5 %: the Russian decimal mark

@@ -203,3 +203,20 @@ def test_malformed_message_file_is_a_clear_error():
         )
     with pytest.raises(ScoringError, match="not found"):
         load_texts("xx")
+
+
+@pytest.mark.parametrize("language", ["en", "ru"])
+def test_every_effect_verdict_and_outcome_has_its_words_in_every_language(language):
+    """The hold-out's verdicts are shown on the report and the lead's page in its language."""
+    from interventions.effect import DROPOUT, ENROLLED_AT_END, VERDICT_KEYS
+    from pipelines.texts import load_texts
+
+    effect = load_texts(language).effect
+    assert set(VERDICT_KEYS.values()) <= set(effect["verdicts"])
+    assert all(effect["verdicts"][k].strip() for k in VERDICT_KEYS.values())
+    assert {DROPOUT, ENROLLED_AT_END} <= set(effect["outcomes"])
+    for key in ("title", "arms", "plan", "plan_never", "col_verdict", "col_difference"):
+        assert effect[key].strip(), key
+    if language != "en":
+        english = load_texts("en").effect["verdicts"]
+        assert all(effect["verdicts"][k] != english[k] for k in VERDICT_KEYS.values())
