@@ -521,7 +521,7 @@ def _refit_served(
     )
     timings["reference_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    baseline = LogisticBaseline(names, types).fit(labelled, config)
+    baseline = LogisticBaseline(names, types).fit(labelled, config, start=fitted.logistic)
     logistic = LinearDropoutModel.from_baseline(
         baseline, labelled, config.model.prob_clip, config.model.num_threads
     )

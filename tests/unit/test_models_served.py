@@ -209,3 +209,19 @@ def test_rows_unseen_by_a_champion(run, frame):
     unseen = unseen_by_champion(later, meta)
     assert unseen.any() and (later[unseen] > rows["as_of"].max()).all()
     assert unseen_by_champion(rows["as_of"], {}).all()  # an old champion: no record, all rows
+
+
+def test_served_logistic_starts_from_the_evaluated_coefficients(run, frame, config):
+    from models.baselines import LogisticBaseline
+
+    rows = labelled(frame)
+    names, types = run.fitted.model.feature_names, run.fitted.model.feature_types
+    cold = LogisticBaseline(names, types).fit(rows, config)
+    warm = LogisticBaseline(names, types).fit(rows, config, start=run.fitted.logistic)
+    iterations = [b.pipeline.named_steps["logistic"].n_iter_.max() for b in (cold, warm)]
+    assert iterations[1] < iterations[0]  # the start is close to the optimum
+    # the same optimum, up to the solver's tolerance: risks within a point, the same order
+    warm_risk, cold_risk = warm.predict_proba(rows), cold.predict_proba(rows)
+    np.testing.assert_allclose(warm_risk, cold_risk, atol=0.02)
+    assert np.median(np.abs(warm_risk - cold_risk)) < 2e-3
+    assert pd.Series(warm_risk).corr(pd.Series(cold_risk), method="spearman") > 0.999
