@@ -594,6 +594,8 @@ class DriftConfig(Section):
             "course_length_days",
             "*_pct_in_run",
             "deadlines_due*",
+            "days_to_next_deadline",
+            "next_deadline_weight",
             "score_trend",
         ]
     )
@@ -608,6 +610,7 @@ class DriftConfig(Section):
         default_factory=lambda: [
             "days_since_last_submission",
             "days_since_last_activity",
+            "days_since_missed_deadline",
         ]
     )
     min_score_runs: int = Field(10, ge=1)

@@ -94,7 +94,18 @@ def replay_step(
         week = frame[frame["as_of"] == t].reset_index(drop=True)
         risk = predict_step(model, week)
         drift = drift_step(model, week, risk, config)
-        drifts.append({"as_of": t, "drift_warning": bool(drift.count), "drifted": drift.count})
+        drifts.append(
+            {
+                "as_of": t,
+                "drift_warning": bool(drift.count),
+                "drifted": drift.count,
+                # which inputs, with PSI / limit: what a lead checks before trusting a warning
+                "drifted_inputs": "; ".join(
+                    f"{r.name} {r.psi:.2f}/{r.limit:.2f}"
+                    for r in drift.drifted.itertuples(index=False)
+                ),
+            }
+        )
         contacts = recorded
         if assume_contacted and assumed:
             contacts = pd.concat([c for c in (recorded, *assumed) if c is not None])
