@@ -140,6 +140,7 @@ def test_outcomes_from_unenrolments_course_ends_and_contacts():
             "course_id": ["c1"] * 4,
             "arm": ["listed", "listed", "control", "control"],
             "risk_band": ["x"] * 4,
+            "curator_id": ["k1"] * 4,
             "assigned_at": [T0] * 4,
             "release_at": [T0 + timedelta(weeks=4)] * 4,
         }
@@ -182,6 +183,7 @@ def test_nothing_at_or_after_as_of_is_known_yet():
             "course_id": ["c1"] * 2,
             "arm": ["listed", "control"],
             "risk_band": ["x"] * 2,
+            "curator_id": ["k1"] * 2,
             "assigned_at": [T0] * 2,
             "release_at": [T0 + timedelta(weeks=4)] * 2,
         }
