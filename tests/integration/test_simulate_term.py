@@ -44,6 +44,7 @@ def test_a_term_with_a_planted_effect_holds_the_truth_in_its_interval(planted):
     assert o["low"] <= truth["listed"]["effect"] <= o["high"]
     assert o["per_contacted_low"] <= truth["per_contacted"] <= o["per_contacted_high"]
     assert o["truth_in_interval"] is True
+    assert o["strata"] > 1  # stratified by risk band x week of the draw
     # a claim only where the 95 % interval supports it
     if o["verdict"] in CLAIMS.values():
         assert o["claim_high"] < 0 or o["claim_low"] > 0
