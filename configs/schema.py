@@ -732,6 +732,11 @@ class ExperimentConfig(Section):
     plan_base_rate: float = Field(0.30, gt=0, lt=1)  # dropout without lists, until measured
     plan_new_share: float = Field(0.5, gt=0, le=1)  # share of a week's list that is new
     min_per_arm: int = Field(30, ge=1)  # below this in an arm: "not enough evidence yet"
+    # The effect is a stratified estimate over these strata of the draw (docs/holdout.md): a
+    # stratum without a control or without a listed enrolment is dropped (and counted).
+    strata: list[Literal["risk_band", "week", "curator"]] = Field(
+        default_factory=lambda: ["risk_band", "week"]
+    )
 
     @model_validator(mode="after")
     def _bands_ascending(self) -> ExperimentConfig:

@@ -25,7 +25,8 @@ def _pct(x: float | None) -> str:
 
 
 def describe(c: Comparison, level: float) -> str:
-    """One line: rates, effect with its interval, per contacted student, MDE, verdict."""
+    """One line: rates (standardised over the strata), effect with its interval, per contacted
+    student, MDE, the strata counted and left out, verdict."""
     rates = (
         f"listed {c.rate_listed * 100:.1f} % of {c.n_listed:,}, control "
         f"{c.rate_control * 100:.1f} % of {c.n_control:,}"
@@ -44,7 +45,12 @@ def describe(c: Comparison, level: float) -> str:
         else ""
     )
     mde = "" if c.mde == float("inf") else f"; detectable now: {c.mde * 100:.1f} points"
-    return f"{c.outcome} [{c.band}]: {rates}{effect}{per}{mde}. {c.verdict}."
+    strata = f"; over {c.strata} strata of the draw" if c.strata > 1 else ""
+    if c.dropped:
+        strata += (
+            f" ({c.dropped:,} enrolments in {c.strata_dropped} strata without both arms left out)"
+        )
+    return f"{c.outcome} [{c.band}]: {rates}{effect}{per}{mde}{strata}. {c.verdict}."
 
 
 def run_effect(

@@ -139,6 +139,13 @@ def print_result(result: dict[str, Any]) -> None:
     )
     effect.add_row("detectable now, points", _pts(o["mde"], False), "", "")
     effect.add_row(
+        "strata of the draw counted",
+        f"{o.get('strata', 1)} ({o.get('dropped', 0):,} enrolments in "
+        f"{o.get('strata_dropped', 0)} strata without both arms left out)",
+        "",
+        "",
+    )
+    effect.add_row(
         "control arm with - without", "", _pts(truth["control"]["effect"]), "(must be 0)"
     )
     out.print(effect)

@@ -135,7 +135,10 @@ def test_effect_command_and_the_leads_page(trained_workspace, tmp_path, monkeypa
         assert shown["drawn"] > 0 and 0 < shown["control"] < shown["drawn"]
         overall = [c for c in shown["comparisons"] if c["band"] == "all"]
         assert {c["outcome"] for c in overall} == {"dropout", "enrolled_at_end"}
-        assert all(c["n_listed"] + c["n_control"] <= shown["drawn"] for c in overall)
+        # stratified by risk band x week of the draw; strata without both arms left out, counted
+        assert all(c["n_listed"] + c["n_control"] + c["dropped"] <= shown["drawn"] for c in overall)
+        assert all((c["strata"] > 0) == (c["n_listed"] + c["n_control"] > 0) for c in overall)
+        assert any(c["strata"] > 0 for c in overall)
         assert all(c["verdict"] == "not enough evidence yet" for c in shown["comparisons"])
         assert shown["plan"]["per_arm_equal"] > 0 and "weeks" in shown["plan"]["text"]
         assert effect_file.is_file()

@@ -97,7 +97,8 @@ def test_a_term_recovers_the_planted_effect_within_its_interval(seed):
     assert overall.n_control >= 150 and 0.17 < share < 0.23  # the configured 20 %
     assert overall.low <= truth_itt <= overall.high
     assert overall.per_contacted_low <= -effect <= overall.per_contacted_high
-    assert overall.contact_rate == pytest.approx(contact_rate, abs=1e-9)
+    # standardised to the strata's mix (and only over strata with both arms): about the same
+    assert overall.contact_rate == pytest.approx(contact_rate, abs=0.01)
     assert overall.verdict == CLAIMS[(DROPOUT, -1)]
 
 
