@@ -198,7 +198,7 @@ def markdown_table(results: list[dict], students: int, info: dict, before: str, 
         f"`{after.split('load average:')[-1].strip()}`.",
         "",
         head,
-        "|" + "---|" * (len(STAGES) + 6),
+        "|" + "---|" * (len(STAGES) + 5),
     ]
     for r in results:
         cells = [f"{r['seconds'].get(s, float('nan')):.1f} s" for s in STAGES]
