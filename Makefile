@@ -61,7 +61,7 @@ bench-moodle: install
 	$(RUN) python benchmarks/bench_moodle.py
 
 bench-scale: install
-	$(RUN) python benchmarks/bench_scale.py
+	$(RUN) python benchmarks/bench_scale.py --docs docs/scale.md
 
 bench: bench-features bench-train bench-score
 

@@ -793,8 +793,11 @@ class DaskConfig(Section):
     local_memory_limit: str = "2GiB"
     # Seconds to wait for the cluster's workers to appear.
     connect_timeout_s: float = Field(60.0, gt=0)
-    # Port range lightgbm.dask opens between the workers while training.
-    lightgbm_port_base: int = Field(12400, ge=1024, le=65000)
+    # Ports LightGBM listens on between the workers while training: each worker takes a free
+    # port of [lightgbm_port_base, + lightgbm_port_count) (a range a firewall can open; a port
+    # just used stays busy for a while, so a range, not one port). None: random free ports.
+    lightgbm_port_base: int | None = Field(None, ge=1024, le=65000)
+    lightgbm_port_count: int = Field(64, ge=1, le=500)
 
 
 class Config(Section):

@@ -29,6 +29,14 @@ by ignoring or dropping the rows concerned:
 dropped), for conflicting keys all rows sharing a conflicting key; 1 for structural problems (a
 missing table or column, an unreadable file). Example rows show the raw values as read, without
 `attr_*` values unless the problem is about that column.
+
+**Partitioned** (`validation_head`, `validate_slice`, `merge_validation`): the same checks with
+the events split by course run, each slice checkable on another machine. The head checks every
+other table and the events' columns, and plans the slices (groups of course runs, plus one for
+events of no known run); a slice checks the events of its runs against the small tables' rows
+of the same runs (the joins are on course_id, so nothing is lost); the merge sums the counts,
+keeps the first example rows and decides the share-based severities on the totals. The merged
+report is `validate_source`'s.
 """
 
 from __future__ import annotations
@@ -69,6 +77,7 @@ from features.sources import (
 )
 
 Severity = Literal["error", "warning"]
+ValidationMode = Literal["whole", "head", "slice"]
 ERROR: Severity = "error"
 WARNING: Severity = "warning"
 
@@ -77,6 +86,10 @@ SMALL_TABLES = ("courses", "enrollments", "assignments")
 # An empty table is an error for these, a warning for the other required tables.
 MUST_HAVE_ROWS = ("courses", "enrollments", "events")
 CSV_DELIMITERS = (",", ";", "\t", "|")
+# The tables whose rows a partitioned check splits by course run (the big one).
+PARTITIONED_TABLES = ("events",)
+# A slice's duplicate check comes after all its row checks.
+DUPLICATES_ORDINAL = 1_000_000
 # Lines of a DuckDB error message kept in a problem (the rest is SQL context and hints).
 ERROR_MESSAGE_LINES = 4
 
@@ -185,15 +198,227 @@ def validate_source(
     `exported_at` (else `source.yaml`'s): no observed timestamp may lie after it.
     """
     source = Path(source)
-    con = connect(config.duckdb_memory_limit, config.duckdb_threads, temp_dir)
     # features/ never prints; in Jupyter without ipywidgets DuckDB refuses to touch the setting
-    # (and shows no bar there anyway).
-    with contextlib.suppress(duckdb.Error):
-        con.execute("SET enable_progress_bar = false")
+    # (and shows no bar there anyway): _open turns the progress bar off.
+    con = _open(config, temp_dir)
     try:
         return _Validator(con, source, config, exported_at).run()
     finally:
         con.close()
+
+
+def _open(config: ValidationConfig, temp_dir: Path | None) -> duckdb.DuckDBPyConnection:
+    con = connect(config.duckdb_memory_limit, config.duckdb_threads, temp_dir)
+    with contextlib.suppress(duckdb.Error):
+        con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def escalated(
+    severity: Severity, count: int, rows: int, error_above_share: float | None
+) -> Severity:
+    """A warning becomes an error when its rows are more than `error_above_share` of all."""
+    if error_above_share is not None and rows and count / rows > error_above_share:
+        return ERROR
+    return severity
+
+
+@dataclass(frozen=True)
+class RunSlice:
+    """Which rows one slice checks: those of the course runs `course_ids`, or (`rest`) every
+    row whose course_id is null or none of them."""
+
+    course_ids: tuple[str, ...]
+    rest: bool = False
+
+    def sql(self) -> str:
+        """A condition on `{course_id}` (formatted with the column expression)."""
+        listed = ", ".join(_literal(c) for c in self.course_ids)
+        if self.rest:
+            return f"(CAST({{course_id}} AS VARCHAR) NOT IN ({listed}) OR {{course_id}} IS NULL)"
+        return f"CAST({{course_id}} AS VARCHAR) IN ({listed})"
+
+
+@dataclass(frozen=True)
+class ValidationHead:
+    """Everything checked but the sliced tables' rows, and how to slice them.
+
+    `deferred`: table -> the place in `problems` where its row problems go. `slices`: the row
+    slices to check (empty: nothing deferred); one whole slice (`None`) when the events cannot be
+    split by a course id.
+    """
+
+    report: ValidationReport
+    raw_problems: tuple[Problem, ...]  # in the order found (the report sorts errors first)
+    deferred: dict[str, int]
+    slices: tuple[RunSlice | None, ...]
+    exported_at: datetime | None
+    table_order: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SliceReport:
+    """One slice's row problems (base severities, with their check's place and share rule)."""
+
+    problems: tuple[Problem, ...]
+    ordinals: tuple[int, ...]
+    shares: tuple[float | None, ...]
+    distinct: tuple[bool, ...]
+    rows: dict[str, int]
+
+
+def validation_head(
+    source: Path,
+    config: ValidationConfig,
+    runs_per_slice: int,
+    temp_dir: Path | None = None,
+    exported_at: datetime | None = None,
+) -> ValidationHead:
+    """The head of a partitioned check (see the module doc): slices of `runs_per_slice` runs."""
+    source = Path(source)
+    con = _open(config, temp_dir)
+    try:
+        validator = _Validator(con, source, config, exported_at, mode="head")
+        report = validator.run()
+        slices: tuple[RunSlice | None, ...] = ()
+        if validator.deferred:
+            sliceable = "courses" in validator.keys and all(
+                "course_id" in validator.tables[name].typed for name in validator.deferred
+            )
+            ids: list[str] = []
+            if sliceable:
+                ids = [
+                    r[0]
+                    for r in con.execute("SELECT course_id FROM k_courses ORDER BY 1").fetchall()
+                ]
+            if ids:
+                size = max(1, int(runs_per_slice))
+                groups = [tuple(ids[i : i + size]) for i in range(0, len(ids), size)]
+                slices = (*(RunSlice(g) for g in groups), RunSlice(tuple(ids), rest=True))
+            else:
+                slices = (None,)
+        return ValidationHead(
+            report=report,
+            raw_problems=tuple(validator.problems),
+            deferred=dict(validator.deferred),
+            slices=slices,
+            exported_at=validator.exported_at,
+            table_order=tuple(validator.tables),
+        )
+    finally:
+        con.close()
+
+
+def validate_slice(
+    source: Path,
+    config: ValidationConfig,
+    runs: RunSlice | None,
+    exported_at: datetime | None,
+    temp_dir: Path | None = None,
+) -> SliceReport:
+    """The row checks of the sliced tables on one slice of course runs (None: all rows)."""
+    con = _open(config, temp_dir)
+    try:
+        validator = _Validator(
+            con,
+            Path(source),
+            config,
+            exported_at,
+            mode="slice",
+            runs_sql=runs.sql() if runs is not None else None,
+        )
+        validator.run()
+        rows = {
+            n: t.rows
+            for n, t in validator.tables.items()
+            if n in PARTITIONED_TABLES and t.rows is not None
+        }
+        return SliceReport(
+            tuple(validator.problems),
+            tuple(validator.ordinals),
+            tuple(validator.shares),
+            tuple(validator.distinct),
+            rows,
+        )
+    finally:
+        con.close()
+
+
+def merge_validation(
+    head: ValidationHead, slices: list[SliceReport], config: ValidationConfig
+) -> ValidationReport:
+    """The head and its slices' reports (in the head's slice order) as one report: the one
+    `validate_source` gives."""
+    problems = list(head.raw_problems)
+    rows = dict(head.report.rows)
+    for name, at in sorted(head.deferred.items(), key=lambda kv: -kv[1]):
+        merged, total = _merge_table(name, slices, config)
+        problems[at:at] = merged
+        if total is not None:
+            rows[name] = total
+    order = {ERROR: 0, WARNING: 1}
+    ordered_rows = {n: rows[n] for n in head.table_order if n in rows}
+    return ValidationReport(
+        head.report.source, tuple(sorted(problems, key=lambda p: order[p.severity])), ordered_rows
+    )
+
+
+def _value_key(value: Any) -> tuple:
+    """DuckDB's ascending order, nulls last, of one shown (plain) value."""
+    if value is None:
+        return (1, 0, 0)
+    return (0, isinstance(value, str), value)
+
+
+def _example_key(row: dict[str, Any], skip: tuple[str, ...] = ()) -> tuple:
+    return tuple(_value_key(v) for k, v in row.items() if k not in skip)
+
+
+def _merge_table(
+    name: str, slices: list[SliceReport], config: ValidationConfig
+) -> tuple[list[Problem], int | None]:
+    found = [
+        (ordinal, share, distinct, problem)
+        for part in slices
+        for ordinal, share, distinct, problem in zip(
+            part.ordinals, part.shares, part.distinct, part.problems, strict=True
+        )
+        if problem.table == name
+    ]
+    counted = [part.rows[name] for part in slices if name in part.rows]
+    total = sum(counted) if counted else None
+    unreadable = [p for *_, p in found if p.check == "unreadable"]
+    if unreadable:
+        return unreadable[:1], total
+    if not total:
+        severity = ERROR if name in MUST_HAVE_ROWS else WARNING
+        empty = Problem(severity, name, None, "empty_table", f"table {name!r} has no rows", 0)
+        return [empty], total
+    groups: dict[tuple, list] = {}
+    for ordinal, share, distinct, problem in found:
+        key = (ordinal, problem.column, problem.check, problem.message)
+        groups.setdefault(key, []).append((share, distinct, problem))
+    merged = []
+    limit = int(config.example_rows)
+    for key, members in sorted(groups.items(), key=lambda g: g[0][0]):
+        _ordinal, column, check, message = key
+        share, distinct, first = members[0]
+        count = sum(p.count for *_, p in members)
+        # The examples in the order each slice fetched them by (`_Validator.examples`).
+        examples = [row for *_, p in members for row in p.examples]
+        if check == "duplicate_row":
+            examples.sort(key=lambda r: (-int(r["copies"]), _example_key(r, ("copies",))))
+        elif distinct:  # one example per distinct value of the checked column, the first
+            examples.sort(key=lambda r: (_value_key(r.get(column)), _example_key(r)))
+            seen: set = set()
+            examples = [
+                r for r in examples if not (r.get(column) in seen or seen.add(r.get(column)))
+            ]
+        else:
+            examples.sort(key=_example_key)
+        severity = escalated(first.severity, count, total, share)
+        merged.append(Problem(severity, name, column, check, message, count, examples[:limit]))
+    return merged, total
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,11 +505,22 @@ class _Validator:
         source: Path,
         config: ValidationConfig,
         exported_at: datetime | None = None,
+        mode: ValidationMode = "whole",
+        runs_sql: str | None = None,
     ):
         self.con = con
         self.source = source
         self.config = config
         self.exported_at = exported_at
+        # "whole": every check. "head": all but the row checks of PARTITIONED_TABLES, whose
+        # place in the problem list is kept in `deferred`. "slice": only those row checks, on
+        # the rows whose course_id matches `runs_sql` (the small tables restricted alike).
+        self.mode = mode
+        self.runs_sql = runs_sql
+        self.deferred: dict[str, int] = {}
+        self.ordinals: list[int] = []  # per problem (slice mode): its check's place
+        self.shares: list[float | None] = []  # per problem (slice mode): error_above_share
+        self.distinct: list[bool] = []  # per problem (slice mode): examples distinct on column
         self.problems: list[Problem] = []
         self.tables: dict[str, _Table] = {}
         # Key tables for cross-table checks; present only when built from usable columns.
@@ -303,10 +539,20 @@ class _Validator:
         message: str,
         count: int = 1,
         examples: list[dict[str, Any]] | None = None,
+        ordinal: int = 0,
+        share: float | None = None,
+        distinct: bool = False,
     ) -> None:
+        if self.mode == "slice" and not self._slice_rows:
+            return  # the head reports everything but the sliced tables' rows
         self.problems.append(
             Problem(severity, table, column, check, message, int(count), examples or [])
         )
+        self.ordinals.append(ordinal)
+        self.shares.append(share)
+        self.distinct.append(distinct)
+
+    _slice_rows = False  # set while a slice checks its rows
 
     def unreadable(self, table: _Table, exc: Exception) -> None:
         table.readable = False
@@ -371,7 +617,7 @@ class _Validator:
                 raise
             self.add(ERROR, exc.table, None, "unreadable", str(exc))
             return self.report()
-        if self.exported_at is None:
+        if self.exported_at is None and self.mode != "slice":
             try:
                 self.exported_at = read_source_info(self.source).exported_at
             except SourceError as exc:
@@ -388,16 +634,24 @@ class _Validator:
                 )
         # Small tables first, courses first of all: the others are checked against their keys.
         ordered = sorted(found, key=lambda n: (n not in SMALL_TABLES, list(TABLES).index(n)))
+        if self.mode == "slice":
+            ordered = [n for n in ordered if n in SMALL_TABLES or n in PARTITIONED_TABLES]
         for name in ordered:
             self.load(TABLES[name], found[name])
         for name in ordered:
             table = self.tables[name]
             if table.readable:
                 self.check_columns(table)
-            if table.readable:
-                self.check_rows(table)
-            if table.readable and table.rows:
-                self.check_duplicates(table)
+            sliced = name in PARTITIONED_TABLES
+            if self.mode == "head" and sliced and table.readable:
+                self.deferred[name] = len(self.problems)
+            elif self.mode != "slice" or sliced:
+                self._slice_rows = self.mode == "slice"
+                if table.readable:
+                    self.check_rows(table)
+                if table.readable and table.rows:
+                    self.check_duplicates(table)
+                self._slice_rows = False
             if table.readable and name in SMALL_TABLES:
                 self.build_keys(table)
         return self.report()
@@ -414,9 +668,12 @@ class _Validator:
         table = _Table(spec, file, relation)
         self.tables[spec.name] = table
         kind = "TEMP TABLE" if spec.name in SMALL_TABLES else "VIEW"
+        where = ""
+        if self.runs_sql is not None:
+            where = f" WHERE {self.runs_sql.format(course_id='course_id')}"
         with self.reading(table):
             self.con.execute(
-                f"CREATE OR REPLACE {kind} {relation} AS SELECT * FROM {file.scan_sql()}"
+                f"CREATE OR REPLACE {kind} {relation} AS SELECT * FROM {file.scan_sql()}{where}"
             )
             described = self.con.execute(f"DESCRIBE {relation}").fetchall()
             table.columns = {row[0]: row[1] for row in described}
@@ -762,6 +1019,8 @@ class _Validator:
         if not table.readable:
             return
         table.rows = int(result[0])
+        if table.rows == 0 and self.mode == "slice":
+            return  # the merge decides on the total
         if table.rows == 0:
             self.add(
                 ERROR if table.name in MUST_HAVE_ROWS else WARNING,
@@ -772,12 +1031,12 @@ class _Validator:
                 count=0,
             )
             return
-        for check, count in zip(checks, result[1:], strict=True):
+        for ordinal, (check, count) in enumerate(zip(checks, result[1:], strict=True)):
             if not count:
                 continue
             severity = check.severity
-            if check.error_above_share is not None and count / table.rows > check.error_above_share:
-                severity = ERROR
+            if self.mode != "slice":
+                severity = escalated(severity, count, table.rows, check.error_above_share)
             with self.reading(table):
                 examples = self.examples(table, check, from_sql)
                 self.add(
@@ -788,6 +1047,9 @@ class _Validator:
                     check.message,
                     count=count,
                     examples=examples,
+                    ordinal=ordinal,
+                    share=check.error_above_share,
+                    distinct=check.distinct_on is not None,
                 )
             if not table.readable:
                 return
@@ -800,11 +1062,16 @@ class _Validator:
         return ", ".join(f"{alias}{_quote(n)}" for n in shown)
 
     def examples(self, table: _Table, check: _RowCheck, from_sql: str) -> list[dict[str, Any]]:
-        select = self.example_columns(table, check.column) + check.context
+        """The first rows in the order of their shown values (so that a partitioned check, which
+        sorts its slices' examples alike, shows the same rows)."""
+        shown = self.example_columns(table, check.column)
+        select = shown + check.context
         distinct = f"DISTINCT ON ({check.distinct_on}) " if check.distinct_on else ""
+        first = f"{check.distinct_on} NULLS LAST, " if check.distinct_on else ""
+        order = ", ".join(f"{c} NULLS LAST" for c in shown.split(", "))
         return self.fetch_dicts(
             f"SELECT {distinct}{select} FROM {from_sql} WHERE {check.condition} "
-            f"LIMIT {int(self.config.example_rows)}"
+            f"ORDER BY {first}{order} LIMIT {int(self.config.example_rows)}"
         )
 
     # -- duplicates --------------------------------------------------------------------------
@@ -833,7 +1100,9 @@ class _Validator:
             ).fetchone()[0]
             if surplus:
                 examples = self.fetch_dicts(
-                    f"SELECT {shown}, copies FROM {groups} ORDER BY copies DESC LIMIT {n_examples}"
+                    f"SELECT {shown}, copies FROM {groups} ORDER BY copies DESC, "
+                    + ", ".join(f"{c} NULLS LAST" for c in shown.split(", "))
+                    + f" LIMIT {n_examples}"
                 )
                 self.add(
                     WARNING,
@@ -844,6 +1113,7 @@ class _Validator:
                     "features are built",
                     count=surplus,
                     examples=examples,
+                    ordinal=DUPLICATES_ORDINAL,
                 )
             key = table.spec.key
             if key and all(k in table.typed for k in key):

@@ -3,7 +3,8 @@ against what happened. One step sequence for `notalone backtest` (and its tests)
 
     validate   the contract check
     model      the champion (or --model-uri)
-    features   every week's snapshots at once (calendar weeks, through the feature cache)
+    features   every week's snapshots at once (calendar weeks, through the feature cache; with
+               --dask built on the cluster, and the risk of every row predicted there)
     replay     per week, the weekly job's rules: risk, triggers, cooldown (contacts recorded in
                the source, and with --assume-contacted the backtest's own earlier lists),
                capacity -> who is listed; plus the drift check
@@ -35,6 +36,7 @@ from pipelines import mlflow_store
 from pipelines.backtest_report import backtest_html
 from pipelines.checks import check_source
 from pipelines.feature_cache import workspace_features
+from pipelines.feature_partitions import LocatedFrame, workspace_cluster_features
 from pipelines.runner import Progress, Steps
 from pipelines.score_steps import drift_step, predict_step, with_scoring_threads
 from pipelines.settings import Workspace
@@ -63,6 +65,27 @@ def features_step(
     return cached.frame
 
 
+def cluster_features_step(
+    source: Path,
+    config: Config,
+    weeks: CalendarWeeks,
+    duplicate_events: bool | None,
+    workspace: Workspace,
+    dask: str,
+    progress: Progress,
+) -> LocatedFrame:
+    """`features_step` built on the cluster into a partitioned dataset in the workspace cache."""
+    return workspace_cluster_features(
+        source,
+        config,
+        weeks,
+        duplicate_events,
+        workspace,
+        dask,
+        lambda m: progress(f"features: {m}"),
+    )
+
+
 def latest_contacts(contacts: pd.DataFrame | None, start: datetime, end: datetime):
     """Latest contact per enrollment in [start, end), in the scorer's shape (or None)."""
     if contacts is None or contacts.empty:
@@ -81,8 +104,10 @@ def replay_step(
     config: Config,
     assume_contacted: bool,
     progress: Progress,
+    risks: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """Each week as the weekly job would have listed it; the replay table and the drift checks."""
+    """Each week as the weekly job would have listed it; the replay table and the drift checks.
+    `risks`: the risk of every row of `frame`, predicted beforehand (on a cluster)."""
     horizon = config.snapshots.horizon_days
     cooldown = timedelta(days=config.scoring.cooldown_days)
     previous = None
@@ -91,8 +116,9 @@ def replay_step(
     weeks, drifts = [], []
     for i, t in enumerate(times, start=1):
         progress(f"week {i}/{len(times)}: {t.date()}")
-        week = frame[frame["as_of"] == t].reset_index(drop=True)
-        risk = predict_step(model, week)
+        in_week = (frame["as_of"] == t).to_numpy()
+        week = frame[in_week].reset_index(drop=True)
+        risk = predict_step(model, week) if risks is None else risks[in_week]
         drift = drift_step(model, week, risk, config)
         drifts.append(
             {
@@ -182,8 +208,11 @@ def backtest_steps(
     assume_contacted: bool = False,
     out: str | Path | None = None,
     record: bool = True,
+    dask: str | None = None,
 ) -> dict[str, Any]:
-    """Replay the weekly lists of [start, end] every `every_days` days and measure them."""
+    """Replay the weekly lists of [start, end] every `every_days` days and measure them.
+    `dask`: a scheduler address; validation, the features and the risks then run on its workers
+    (the replay, on the client, is the same)."""
     source = Path(source)
     step_days = config.snapshots.step_days
     if every_days < step_days or every_days % step_days:
@@ -193,23 +222,52 @@ def backtest_steps(
     if end < start:
         raise BacktestError(f"--to {end.date()} is before --from {start.date()}")
     uri = model_uri or mlflow_store.champion_uri(config.registry.model_name)
-    duplicate_events = steps("validate", None, check_source, source, config, workspace, steps.say)
+    duplicate_events = steps(
+        "validate", None, check_source, source, config, workspace, steps.say, dask=dask
+    )
     if model is None:
         model = steps("model", f"model {uri}", mlflow_store.load_model, uri, io=True)
     model = with_scoring_threads(model, config)
     weeks = CalendarWeeks(start, end)
-    frame = steps(
-        "features",
-        f"features of every week {start.date()} .. {end.date()}",
-        features_step,
-        source,
-        config,
-        weeks,
-        duplicate_events,
-        workspace,
-        steps.say,
-        io=True,
-    )
+    risks = None
+    if dask:
+        located = steps(
+            "features",
+            f"features of every week {start.date()} .. {end.date()} on the Dask cluster",
+            cluster_features_step,
+            source,
+            config,
+            weeks,
+            duplicate_events,
+            workspace,
+            dask,
+            steps.say,
+            io=True,
+        )
+        frame = located.frame
+        if len(frame):
+            risks = steps(
+                "predict",
+                f"predicting {len(frame):,} rows on the Dask cluster",
+                predict_step,
+                model,
+                frame,
+                dask,
+                located.dataset,
+            )
+    else:
+        frame = steps(
+            "features",
+            f"features of every week {start.date()} .. {end.date()}",
+            features_step,
+            source,
+            config,
+            weeks,
+            duplicate_events,
+            workspace,
+            steps.say,
+            io=True,
+        )
     times = as_of_times(frame["as_of"], pd.Timestamp(start), pd.Timestamp(end), every_days)
     if not times:
         raise BacktestError(
@@ -230,6 +288,7 @@ def backtest_steps(
         config=config,
         assume_contacted=assume_contacted,
         progress=steps.say,
+        risks=risks,
     )
     weekly = weekly_table(replay).merge(pd.DataFrame(drifts), on="as_of", how="left")
     leads = lead_times(replay)

@@ -7,6 +7,10 @@ saying so: a score of 1e9, a null student id. So a source with contract errors i
 A source that passed is remembered in the workspace (`cache/validation/`) under the fingerprint
 of its files (names, sizes, modification times), the validation config and the validation code:
 the same files are not scanned again on the next command. A failing source is checked every time.
+
+With a Dask cluster the check runs partitioned (`features.validate`'s head, slices, merge): the
+head and each slice of course runs are tasks on the workers, which read the source by its path;
+the client merges their problem lists (small) into the report the local check gives.
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ from pathlib import Path
 from configs.schema import Config
 from features.errors import NotaloneError
 from features.sources import write_text_atomic
-from features.validate import require_valid
+from features.validate import (
+    ValidationFailed,
+    ValidationReport,
+    merge_validation,
+    require_valid,
+    validate_slice,
+    validation_head,
+)
+from pipelines.dask_store import client_at, run_each, run_one
 from pipelines.feature_cache import code_fingerprint, source_fingerprint
 from pipelines.runner import WARNING_PREFIX, Progress, no_progress
 from pipelines.settings import Workspace
@@ -41,9 +53,11 @@ def check_source(
     config: Config,
     workspace: Workspace,
     progress: Progress = no_progress,
+    dask: str | None = None,
 ) -> bool:
     """Validate `source`; raise `ValidationFailed` on errors. Returns whether exact duplicate
-    events were found (the feature build then drops them, and need not look again)."""
+    events were found (the feature build then drops them, and need not look again). `dask`: a
+    scheduler address; the check then runs partitioned on its workers."""
     source = Path(source)
     if not source.is_dir():
         raise NotaloneError(f"source folder not found: {source}")
@@ -52,8 +66,13 @@ def check_source(
         passed = json.loads(memo.read_text(encoding="utf-8"))
         progress("source unchanged since it passed validation")
     else:
-        progress("validating the source")
-        report = require_valid(source, config.validation, temp_dir=workspace.tmp)
+        progress("validating the source" + (" on the Dask cluster" if dask else ""))
+        if dask:
+            report = validate_on_cluster(source, config, dask, workspace.tmp)
+            if not report.ok:
+                raise ValidationFailed(report)
+        else:
+            report = require_valid(source, config.validation, temp_dir=workspace.tmp)
         passed = {
             "duplicate_events": report.duplicate_events,
             "warnings": len(report.warnings),
@@ -66,3 +85,25 @@ def check_source(
             f"see `notalone validate --source {source}`"
         )
     return bool(passed["duplicate_events"])
+
+
+def validate_on_cluster(
+    source: str | Path, config: Config, dask: str, temp_dir: Path | None = None
+) -> ValidationReport:
+    """The contract check of `source` partitioned by course run on the cluster at `dask`: the
+    head and each slice (`dask.runs_per_partition` runs) a task; the same report as the local
+    `validate_source`. Only the path travels; the workers need the source on shared storage."""
+    source = str(Path(source).resolve())
+    spill = str(temp_dir) if temp_dir else None
+    with client_at(dask) as client:
+        head = run_one(
+            client,
+            validation_head,
+            source,
+            config.validation,
+            config.dask.runs_per_partition,
+            spill,
+        )
+        calls = [(source, config.validation, s, head.exported_at, spill) for s in head.slices]
+        slices = run_each(client, validate_slice, calls)
+    return merge_validation(head, slices, config.validation)

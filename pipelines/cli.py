@@ -144,11 +144,11 @@ def ingest_moodle(
 
 @app.command()
 @user_errors
-def validate(source: SourceOpt, config: ConfigOpt = None) -> None:
+def validate(source: SourceOpt, config: ConfigOpt = None, dask: DaskOpt = None) -> None:
     """Check a source against the contract; exit 2 when it has errors."""
     from pipelines.commands.validate import run_validate
 
-    code = run_validate(source=source, config=load(config))
+    code = run_validate(source=source, config=load(config), dask=dask)
     if code:
         raise typer.Exit(code)
 
@@ -273,6 +273,7 @@ def backtest(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     config: ConfigOpt = None,
+    dask: DaskOpt = None,
 ) -> None:
     """Replay the weekly lists of a past range with one model and measure them against what
     happened: ranking, precision and recall at capacity, reach and lead time, churn, drift."""
@@ -288,6 +289,7 @@ def backtest(
         assume_contacted=assume_contacted,
         out=out,
         as_json=as_json,
+        dask=dask,
     )
 
 

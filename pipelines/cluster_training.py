@@ -18,9 +18,12 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from configs.schema import Config
+from features.catalog import LABEL_COLUMN
 from features.errors import NotaloneError
+from models.model import CATEGORY, FLOAT, cast_features
 from models.train import lgb_params
-from pipelines.dask_store import client_at, fit_lightgbm, worker_addresses
+from pipelines.dask_store import client_at, fit_lightgbm, parts_on_workers, worker_addresses
+from pipelines.feature_partitions import FeatureDataset, read_rows
 
 # LightGBM metric name -> (score of labels and raw margins, higher is better)
 _METRICS = {
@@ -30,27 +33,57 @@ _METRICS = {
 }
 
 
-def split_by_runs(
-    x: pd.DataFrame, y: np.ndarray, runs: np.ndarray, parts: int
-) -> tuple[list[pd.DataFrame], list[pd.Series]]:
-    """Rows cut into at most `parts` groups of whole course runs (runs in first-seen order)."""
-    codes, uniques = pd.factorize(runs)
-    part_of_run = np.arange(len(uniques)) * max(1, parts) // max(1, len(uniques))
-    part = part_of_run[codes]
-    xs, ys = [], []
-    labels = pd.Series(y, index=x.index, name="label")
-    for p in np.unique(part):
-        take = np.flatnonzero(part == p)
-        xs.append(x.iloc[take])
-        ys.append(labels.iloc[take])
-    return xs, ys
+def model_matrix_types(x: pd.DataFrame) -> tuple[dict[str, str], dict[str, list]]:
+    """The feature types and categories of a model matrix (`cast_features` output)."""
+    types, cats = {}, {}
+    for col, dtype in x.dtypes.items():
+        if isinstance(dtype, pd.CategoricalDtype):
+            types[col], cats[col] = CATEGORY, [str(c) for c in dtype.categories]
+        else:
+            types[col] = FLOAT
+    return types, cats
+
+
+def training_rows(
+    files: list[str],
+    segments: list[list[np.ndarray]],
+    names: list[str],
+    types: dict[str, str],
+    cats: dict[str, list],
+) -> tuple[pd.DataFrame, pd.Series]:
+    """On a worker: its rows of the feature dataset as the model matrix and the labels, exactly
+    as the client casts them (`cast_features` on the same types and categories)."""
+    frame = read_rows(files, segments, [*names, LABEL_COLUMN, "as_of"])
+    x = cast_features(frame, names, types, cats)
+    y = pd.Series(frame[LABEL_COLUMN].to_numpy().astype(int), index=x.index, name="label")
+    return x, y
+
+
+def worker_calls(
+    x: pd.DataFrame, dataset: FeatureDataset, workers: int
+) -> list[tuple[list[str], list[list[np.ndarray]]]]:
+    """The rows of `x` (frame positions in its index) as at most `workers` calls of whole part
+    files (whole course runs), each (files, segments of packed row masks)."""
+    segments = dataset.segment_masks(x.index.to_numpy())
+    used = [i for i in range(len(dataset.files)) if any(seg[i].any() for seg in segments)]
+    groups = [g for g in np.array_split(np.asarray(used, dtype=int), max(1, workers)) if len(g)]
+    return [
+        ([dataset.files[i] for i in g], [[seg[i] for i in g] for seg in segments]) for g in groups
+    ]
 
 
 class ClusterBoosterFitter:
-    """A `models.train.BoosterFitter` growing the trees on the cluster at `address`."""
+    """A `models.train.BoosterFitter` growing the trees on the cluster at `address`, from the
+    feature dataset the frame was read from: each worker reads its part files itself (the rows
+    the client chose, by packed masks); the client sends only paths and masks.
 
-    def __init__(self, address: str):
+    The frames the fitter is given must keep the dataset frame's positions as their index
+    (`split.frames(frame)` does)."""
+
+    def __init__(self, address: str, dataset: FeatureDataset, ports: tuple[int, int] | None = None):
         self.address = address
+        self.dataset = dataset
+        self.ports = ports  # LightGBM's listening port range (first, count); None: random
 
     def _parts(self) -> int:
         with client_at(self.address) as client:
@@ -67,29 +100,30 @@ class ClusterBoosterFitter:
         n_pos = int(train_y.sum())
         params = lgb_params(config, n_pos, len(train_y) - n_pos)
         grow = {k: v for k, v in params.items() if k != "metric"}
-        xs, ys = split_by_runs(train_x, train_y, runs, self._parts())
+        calls = self._calls(train_x)
         patience = config.model.early_stopping_rounds
         limit = config.model.num_boost_round
         margin = np.zeros(len(valid_x))
         history: list[float] = []
         best, best_score = 0, -math.inf if higher else math.inf
         booster: lgb.Booster | None = None
-        while len(history) < limit and len(history) - best < patience:
-            done = len(history)
-            step = min(patience, limit - done)
-            booster = fit_lightgbm(self.address, xs, ys, grow, step, init_model=booster)
-            for i in range(done, booster.current_iteration()):
-                margin += booster.predict(
-                    valid_x, raw_score=True, start_iteration=i, num_iteration=1
-                )
-                score = float(score_of(valid_y, margin))
-                history.append(score)
-                if (score > best_score) if higher else (score < best_score):
-                    best, best_score = i + 1, score
-                if len(history) - best >= patience:
+        with parts_on_workers(self.address, training_rows, calls) as parts:
+            while len(history) < limit and len(history) - best < patience:
+                done = len(history)
+                step = min(patience, limit - done)
+                booster = fit_lightgbm(parts, train_x.iloc[:0], grow, step, booster, self.ports)
+                for i in range(done, booster.current_iteration()):
+                    margin += booster.predict(
+                        valid_x, raw_score=True, start_iteration=i, num_iteration=1
+                    )
+                    score = float(score_of(valid_y, margin))
+                    history.append(score)
+                    if (score > best_score) if higher else (score < best_score):
+                        best, best_score = i + 1, score
+                    if len(history) - best >= patience:
+                        break
+                if booster.current_iteration() == done:  # no tree could be grown
                     break
-            if booster.current_iteration() == done:  # no tree could be grown
-                break
         assert booster is not None
         best = best or booster.current_iteration()
         if best < booster.current_iteration():
@@ -99,7 +133,7 @@ class ClusterBoosterFitter:
             "best_validation_score": best_score if history else float("nan"),
             "scale_pos_weight": float(params.get("scale_pos_weight", 1.0)),
             "params": params,
-            "distributed": {"partitions": len(xs), "scheduler": self.address},
+            "distributed": {"partitions": len(calls), "scheduler": self.address},
         }
         return booster, info
 
@@ -107,5 +141,19 @@ class ClusterBoosterFitter:
         n_pos = int(y.sum())
         params = lgb_params(config, n_pos, len(y) - n_pos)
         params.pop("metric", None)
-        xs, ys = split_by_runs(x, y, runs, self._parts())
-        return fit_lightgbm(self.address, xs, ys, params, rounds)
+        with parts_on_workers(self.address, training_rows, self._calls(x)) as parts:
+            return fit_lightgbm(parts, x.iloc[:0], params, rounds, None, self.ports)
+
+    def _calls(self, x: pd.DataFrame) -> list[tuple]:
+        types, cats = model_matrix_types(x)
+        names = list(x.columns)
+        return [
+            (files, segments, names, types, cats)
+            for files, segments in worker_calls(x, self.dataset, self._parts())
+        ]
+
+
+def lightgbm_ports(config: Config) -> tuple[int, int] | None:
+    """`dask.lightgbm_port_base` and `lightgbm_port_count` as a range, or None (random ports)."""
+    base = config.dask.lightgbm_port_base
+    return None if base is None else (base, config.dask.lightgbm_port_count)

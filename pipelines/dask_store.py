@@ -159,54 +159,129 @@ def worker_addresses(client: Any) -> list[str]:
     return sorted(client.scheduler_info()["workers"])
 
 
-def cluster_parts(address: str) -> int:
-    """How many partitions to cut a frame into for the cluster: one per worker."""
-    with client_at(address) as client:
-        return max(1, len(worker_addresses(client)))
+@dataclass(frozen=True)
+class WorkerParts:
+    """Training parts held on the workers: futures of (x, y), one per worker, never on the
+    client. `workers`: the worker each part is on, in part order."""
+
+    client: Any
+    xs: list
+    ys: list
+    workers: list[str]
 
 
-def fit_lightgbm(
-    address: str,
-    x_parts: Sequence[Any],
-    y_parts: Sequence[Any],
-    params: dict,
-    rounds: int,
-    init_model: Any = None,
-) -> Any:
-    """`rounds` more trees with lightgbm.dask's DaskLGBMClassifier on the cluster; the Booster.
+def _first(pair: tuple) -> Any:
+    return pair[0]
 
-    Each (x, y) part (a group of whole course runs) is sent straight to one worker (scatter,
-    direct): the scheduler holds only the futures. `init_model` continues an earlier Booster.
+
+def _second(pair: tuple) -> Any:
+    return pair[1]
+
+
+@contextmanager
+def parts_on_workers(
+    address: str, reader: Callable[..., tuple], calls: Sequence[tuple]
+) -> Iterator[WorkerParts]:
+    """`reader(*call)` -> (x, y) for each call, each on its own worker (round robin), kept there
+    for the block: the workers read their rows themselves, by location; only the calls travel.
     """
-    import dask.dataframe as dd
-    from lightgbm.dask import DaskLGBMClassifier
-
     with client_at(address) as client:
-        xs = client.scatter(list(x_parts), direct=True)
-        ys = client.scatter(list(y_parts), direct=True)
+        workers = worker_addresses(client)
+        placed = [workers[i % len(workers)] for i in range(len(calls))]
+        pairs = [
+            client.submit(reader, *call, workers=[w], allow_other_workers=False, pure=False)
+            for call, w in zip(calls, placed, strict=True)
+        ]
+        xs = [
+            client.submit(_first, f, workers=[w], allow_other_workers=False, pure=False)
+            for f, w in zip(pairs, placed, strict=True)
+        ]
+        ys = [
+            client.submit(_second, f, workers=[w], allow_other_workers=False, pure=False)
+            for f, w in zip(pairs, placed, strict=True)
+        ]
         try:
-            x = dd.from_delayed(xs, meta=x_parts[0].iloc[:0], verify_meta=False)
-            y = dd.from_delayed(ys, meta=y_parts[0].iloc[:0], verify_meta=False)
-            model = DaskLGBMClassifier(client=client, n_estimators=rounds, **params)
-            model.fit(x, y, init_model=init_model)
-            return model.booster_
+            yield WorkerParts(client, xs, ys, placed)
         finally:
-            for future in [*xs, *ys]:
+            for future in [*xs, *ys, *pairs]:
                 future.release()
 
 
-def map_parts(address: str, func: Callable[..., Any], parts: Sequence[Any], shared: Any) -> list:
-    """`func(part, shared)` for each part as one task on the cluster; results in part order.
+def free_port_in(host: str, start: int, stop: int, taken: Sequence[int]) -> int:
+    """On a worker: the first port of [start, stop) that can be bound on `host` now and is not
+    `taken`. A fixed range, not one fixed port: a port LightGBM listened on a moment ago may
+    stay unbindable for a while (TIME_WAIT), and the trees grow in several stages."""
+    import socket
 
-    Each part goes straight to a worker (scatter, direct) and `shared` (a model) once to every
-    worker (broadcast), so the scheduler carries only the futures.
-    """
+    for port in range(start, stop):
+        if port in taken:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise DaskSchedulerError(
+        f"no free port in dask.lightgbm_port_base..+lightgbm_port_count ({start}-{stop - 1}) "
+        f"on {host}: widen the range"
+    )
+
+
+def lightgbm_machines(client: Any, workers: Sequence[str], start: int, count: int) -> str:
+    """LightGBM's `machines` for these workers: each listens on a port of [start, start+count)
+    free on its host (a range a firewall can open), two workers of a host on different ones."""
+    from urllib.parse import urlparse
+
+    taken: dict[str, list[int]] = {}
+    entries = []
+    for worker in workers:
+        host = urlparse(worker).hostname or ""
+        used = taken.setdefault(host, [])
+        port = client.submit(
+            free_port_in, host, start, start + count, list(used), workers=[worker], pure=False
+        ).result()
+        used.append(port)
+        entries.append(f"{host}:{port}")
+    return ",".join(entries)
+
+
+def fit_lightgbm(
+    parts: WorkerParts,
+    x_meta: Any,
+    params: dict,
+    rounds: int,
+    init_model: Any = None,
+    ports: tuple[int, int] | None = None,
+) -> Any:
+    """`rounds` more trees with lightgbm.dask's DaskLGBMClassifier on the parts the workers hold;
+    the Booster. `init_model` continues an earlier Booster. `ports` (first, count): LightGBM
+    listens on ports of that range (else on random free ports)."""
+    import dask.dataframe as dd
+    import pandas as pd
+    from lightgbm.dask import DaskLGBMClassifier
+
+    x = dd.from_delayed(parts.xs, meta=x_meta, verify_meta=False)
+    y_meta = pd.Series([], dtype="int64", name="label")
+    y = dd.from_delayed(parts.ys, meta=y_meta, verify_meta=False)
+    extra = {}
+    if ports is not None:
+        extra["machines"] = lightgbm_machines(parts.client, sorted(set(parts.workers)), *ports)
+    model = DaskLGBMClassifier(client=parts.client, n_estimators=rounds, **params, **extra)
+    model.fit(x, y, init_model=init_model)
+    return model.booster_
+
+
+def map_calls(address: str, func: Callable[..., Any], calls: Sequence[tuple], shared: Any) -> list:
+    """`func(*call, shared)` for each call as one task on the cluster; results in call order.
+
+    The calls carry locations (a part file, a row mask), never the data; `shared` (a model)
+    goes once to every worker (broadcast)."""
     with client_at(address) as client:
-        held = client.scatter(list(parts), direct=True)
         common = client.scatter(shared, broadcast=True, direct=True)
-        futures = [client.submit(func, part, common, pure=False) for part in held]
+        futures = [client.submit(func, *call, common, pure=False) for call in calls]
         try:
             return client.gather(futures)
         finally:
-            for future in [*futures, *held, common]:
+            for future in [*futures, common]:
                 future.release()

@@ -28,6 +28,8 @@ from pipelines.settings import Workspace
 # The config sections `features.build` reads; other sections (scoring, model...) do not change
 # the frame, so they stay out of the key and a scoring-only change still reuses the cache.
 FEATURE_CONFIG_SECTIONS = ("snapshots", "features")
+# Partitioned datasets (folders of parts written by a cluster) live beside the frames.
+DATASET_PREFIX = "dataset-"
 # Modules whose code shapes the frame: editing them must invalidate cached frames.
 FEATURE_CODE_MODULES = (
     "features.build",
@@ -152,11 +154,27 @@ class FeatureCache:
         self.prune()
         return path
 
+    def dataset(self, key: str) -> Path:
+        """The folder of a partitioned feature dataset (built by a cluster's workers)."""
+        return self.root / f"{DATASET_PREFIX}{key}"
+
+    def touch_dataset(self, key: str) -> None:
+        """Mark a dataset as used now (it survives pruning) and prune the others."""
+        folder = self.dataset(key)
+        if folder.is_dir():
+            os.utime(folder)
+        self.prune()
+
     def prune(self) -> None:
-        """Keep the `keep` most recently used entries; drop temporary files of dead writers."""
+        """Keep the `keep` most recently used entries (files and datasets apart); drop
+        temporary files of dead writers."""
         entries = sorted(self.root.glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns)
         for stale in entries[: max(len(entries) - self.keep, 0)]:
             stale.unlink(missing_ok=True)
+        folders = [p for p in self.root.glob(f"{DATASET_PREFIX}*") if p.is_dir()]
+        folders.sort(key=lambda p: p.stat().st_mtime_ns)
+        for stale in folders[: max(len(folders) - self.keep, 0)]:
+            shutil.rmtree(stale, ignore_errors=True)
         # A writer killed between writing and renaming leaves `.<entry>.<pid>.tmp` behind.
         for tmp in self.root.glob(".*.tmp"):
             pid = tmp.name.rsplit(".", 2)[-2]

@@ -9,12 +9,13 @@ source's, found once by a task and handed to every partition.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from configs.schema import Config
@@ -28,6 +29,8 @@ from features.build import (
 )
 from features.sources import atomic_dir
 from pipelines.dask_store import client_at, run_each, run_one
+from pipelines.feature_cache import FeatureCache, feature_key
+from pipelines.settings import Workspace
 
 PART_NAME = "part-{:05d}.parquet"
 # The tables whose rows belong to one course run; a partition's views keep only its runs' rows.
@@ -166,21 +169,157 @@ def write_partitioned_features(
 def read_feature_dataset(path: str | Path) -> pd.DataFrame:
     """A partitioned feature dataset (or a single file) as one frame, in the local build's row
     order (as_of, course_id, student_id): row order shapes LightGBM's bagging and bins, so a
-    model trained on either is the same model.
+    model trained on either is the same model."""
+    return read_located_dataset(path)[0]
 
-    Parts hold runs in course-id order and each part is in the local order, so a stable sort of
-    the parts one after the other on as_of alone gives the local order.
-    """
-    import numpy as np
 
+def cluster_features(
+    source: str | Path,
+    config: Config,
+    as_of: datetime | CalendarWeeks | None,
+    duplicate_events: bool | None,
+    dask: str,
+    folder: Path,
+    progress: Callable[[str], None],
+) -> tuple[pd.DataFrame, FeatureDataset, bool]:
+    """The feature dataset of these inputs in `folder` (built on the cluster unless it is
+    there: the folder appears whole or not at all), read on the client with where its rows are.
+    Returns (frame, dataset, whether it was there)."""
+    hit = folder.is_dir()
+    if hit:
+        progress("dataset from the cache")
+    else:
+        write_partitioned_features(source, folder, config, as_of, duplicate_events, dask, progress)
+    frame, dataset = read_located_dataset(folder)
+    return frame, dataset, hit
+
+
+@dataclass(frozen=True)
+class FeatureDataset:
+    """Where the rows of a frame read from a feature dataset are: its part files (paths the
+    workers can read), their row counts, and for frame row i its place `order[i]` in the parts
+    read one after another. Lets the client tell a worker which rows to read, not send them."""
+
+    files: tuple[str, ...]
+    file_rows: tuple[int, ...]
+    order: np.ndarray
+
+    def bounds(self) -> np.ndarray:
+        return np.cumsum((0, *self.file_rows))
+
+    def segment_masks(self, rows: np.ndarray) -> list[list[np.ndarray]]:
+        """Frame rows `rows` (positions, in the order wanted) as segments of rows in frame
+        order: per segment, per file, the packed mask of its rows. A worker that reads each
+        segment's rows in the local order and puts the segments one after another has `rows`
+        in their order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        cuts = np.flatnonzero(np.diff(rows) < 0) + 1
+        bounds = self.bounds()
+        out = []
+        for segment in np.split(rows, cuts):
+            chosen = np.zeros(int(bounds[-1]), dtype=bool)
+            chosen[self.order[segment]] = True
+            out.append(
+                [np.packbits(chosen[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            )
+        return out
+
+    def frame_positions(self) -> np.ndarray:
+        """For each row of the concatenated parts, its position in the frame."""
+        inverse = np.empty_like(self.order)
+        inverse[self.order] = np.arange(len(self.order))
+        return inverse
+
+
+def _local_order(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Parts hold runs in course-id order and each part is in the local order, so a stable sort
+    of the parts one after the other on as_of alone gives the local order."""
+    if len(frames) == 1:
+        frame = frames[0]
+    else:
+        frame = pd.concat(frames, ignore_index=True)
+        for col in frame.columns:  # categories differ between parts: concat leaves plain values
+            if any(isinstance(f[col].dtype, pd.CategoricalDtype) for f in frames):
+                frame[col] = frame[col].astype("category")
+    if frame.empty:
+        return frame.reset_index(drop=True), np.arange(0)
+    order = np.argsort(frame["as_of"].to_numpy(dtype="int64"), kind="stable")
+    return frame.take(order).reset_index(drop=True), order
+
+
+def read_located_dataset(path: str | Path) -> tuple[pd.DataFrame, FeatureDataset]:
+    """`read_feature_dataset`, and where each of its rows is (`FeatureDataset`)."""
     path = Path(path)
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     frames = [pd.read_parquet(f) for f in files]
-    if len(frames) == 1:
-        return frames[0]
-    frame = pd.concat(frames, ignore_index=True)
-    for col in frame.columns:  # categories differ between parts: concat leaves plain values
-        if any(isinstance(f[col].dtype, pd.CategoricalDtype) for f in frames):
+    if not path.is_dir():
+        frame = frames[0]
+        return frame, FeatureDataset((str(path),), (len(frame),), np.arange(len(frame)))
+    frame, order = _local_order(frames)
+    dataset = FeatureDataset(tuple(str(f) for f in files), tuple(len(f) for f in frames), order)
+    return frame, dataset
+
+
+def read_rows(
+    files: Sequence[str], segments: Sequence[Sequence[np.ndarray]], columns: list[str] | None
+) -> pd.DataFrame:
+    """On a worker: the rows of these part files chosen by each segment's packed masks (see
+    `FeatureDataset.segment_masks`), each segment in the local order, one after another."""
+    parts = [pd.read_parquet(f, columns=columns) for f in files]
+    out = []
+    for masks in segments:
+        chosen = [
+            part[np.unpackbits(mask, count=len(part)).astype(bool)]
+            for part, mask in zip(parts, masks, strict=True)
+        ]
+        out.append(_local_order(chosen)[0])
+    if len(out) == 1:
+        return out[0]
+    frame = pd.concat(out, ignore_index=True)
+    for col in frame.columns:
+        if any(isinstance(f[col].dtype, pd.CategoricalDtype) for f in out):
             frame[col] = frame[col].astype("category")
-    order = np.argsort(frame["as_of"].to_numpy(dtype="int64"), kind="stable")
-    return frame.take(order).reset_index(drop=True)
+    return frame
+
+
+def read_part(file: str, mask: np.ndarray | None, offset: int) -> pd.DataFrame:
+    """On a worker: one part file (the rows of its packed `mask`, else all), indexed by their
+    place in the dataset's parts read one after another (`offset`: this file's first row)."""
+    part = pd.read_parquet(file)
+    index = np.arange(offset, offset + len(part))
+    if mask is not None:
+        keep = np.unpackbits(mask, count=len(part)).astype(bool)
+        part, index = part[keep], index[keep]
+    part.index = index
+    return part
+
+
+@dataclass(frozen=True)
+class LocatedFrame:
+    """A feature frame read from a dataset on shared storage, and where its rows are."""
+
+    frame: pd.DataFrame
+    dataset: FeatureDataset
+    key: str
+    hit: bool
+
+
+def workspace_cluster_features(
+    source: str | Path,
+    config: Config,
+    as_of: datetime | CalendarWeeks | None,
+    duplicate_events: bool | None,
+    workspace: Workspace,
+    dask: str,
+    progress: Callable[[str], None],
+) -> LocatedFrame:
+    """`cluster_features` into the workspace's feature cache (`dataset-<key>/`, the key of the
+    frame without Dask): built on the cluster only when these inputs are new. The workspace
+    must be on storage the workers share."""
+    cache = FeatureCache(workspace.cache / "features", keep=config.schedule.feature_cache_entries)
+    key = feature_key(source, config, as_of)
+    frame, dataset, hit = cluster_features(
+        source, config, as_of, duplicate_events, dask, cache.dataset(key), progress
+    )
+    cache.touch_dataset(key)
+    return LocatedFrame(frame, dataset, key, hit)

@@ -131,7 +131,7 @@ def feature_steps(
     duplicate_events: bool | None = False
     if validate:
         duplicate_events = steps(
-            "validate", None, check_source, source, config, workspace, steps.say
+            "validate", None, check_source, source, config, workspace, steps.say, dask=dask
         )
     result: dict[str, Any] = {"as_of": as_of.isoformat() if as_of else None}
     if out is None:

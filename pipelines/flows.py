@@ -157,9 +157,10 @@ def train_flow(
 ) -> dict:
     """Source validated -> features of every weekly snapshot -> time split -> fit -> evaluate ->
     MLflow run -> registered version (champion when it beats the current one on the same test
-    rows) -> a markdown summary artifact."""
+    rows) -> a markdown summary artifact. With `dask` (a scheduler address; run the flow
+    `on_cluster`) every step is a task on its workers."""
     cfg = resolve_config(config)
-    steps = flow_steps(cfg)
+    steps = flow_steps(cfg, on_dask=dask is not None)
     result = train_steps(
         source=source,
         config=cfg,
@@ -215,10 +216,10 @@ def score_flow(
     dask: str | None = None,
 ) -> dict[str, Any]:
     """The week's `score_steps` (validated unless the caller did: then `duplicate_events` says
-    what it found), then a table artifact per curator and a week summary. `dask`: a scheduler
-    address for prediction and contributions."""
+    what it found), then a table artifact per curator and a week summary. With `dask` (a
+    scheduler address; run the flow `on_cluster`) every step is a task on its workers."""
     cfg = resolve_config(config)
-    steps = flow_steps(cfg)
+    steps = flow_steps(cfg, on_dask=dask is not None)
     when = parse_as_of(as_of)
     scored = score_steps(
         source=source,

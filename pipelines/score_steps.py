@@ -56,8 +56,8 @@ from models.drift import DriftCheck, check_drift
 from pipelines import mlflow_store, outputs_store, workspace_store
 from pipelines.checks import check_source
 from pipelines.cluster_scoring import contributions_on_cluster, predict_on_cluster
-from pipelines.dask_store import cluster_parts
 from pipelines.feature_cache import CachedFrame, workspace_features
+from pipelines.feature_partitions import FeatureDataset, LocatedFrame, workspace_cluster_features
 from pipelines.runner import Steps
 from pipelines.settings import Workspace
 from pipelines.texts import ScoringError, load_texts
@@ -100,6 +100,35 @@ def features_step(
     return CachedFrame(cached.frame.reset_index(drop=True), cached.key, cached.hit)
 
 
+def cluster_features_step(
+    source: Path,
+    config: Config,
+    as_of: datetime,
+    duplicate_events: bool | None,
+    workspace: Workspace,
+    dask: str,
+    progress,
+) -> LocatedFrame:
+    """`features_step` built on the cluster into a partitioned dataset in the workspace's cache
+    (reused when unchanged): the workers then read their rows of it to predict and explain."""
+    located = workspace_cluster_features(
+        source,
+        config,
+        as_of,
+        duplicate_events,
+        workspace,
+        dask,
+        lambda m: progress(f"features: {m}"),
+    )
+    if located.frame.empty:
+        raise ScoringError(
+            f"no active enrollments in {source} at {as_of.isoformat()}: nothing to score "
+            "(is the date inside a running course?)"
+        )
+    check_rule_features(config.scoring, list(located.frame.columns))
+    return located
+
+
 def with_scoring_threads(model, config: Config):
     """The model set to use `scoring.num_threads` LightGBM threads (None: every core).
 
@@ -113,13 +142,15 @@ def with_scoring_threads(model, config: Config):
     return model
 
 
-def predict_step(model, frame: pd.DataFrame, dask: str | None = None) -> np.ndarray:
+def predict_step(
+    model, frame: pd.DataFrame, dask: str | None = None, dataset: FeatureDataset | None = None
+) -> np.ndarray:
     """Calibrated risk per row; refuses a model whose inputs differ from the frame's
-    (`ModelMismatch`, naming the columns). With `dask`, predicted per partition of course runs
-    on that cluster's workers."""
-    if dask:
+    (`ModelMismatch`, naming the columns). With `dask` and the frame's `dataset`, predicted per
+    part file on that cluster's workers (each reads its part)."""
+    if dask and dataset is not None:
         model.check(frame)  # here, before anything is sent
-        return predict_on_cluster(model, frame, dask, cluster_parts(dask))
+        return predict_on_cluster(model, frame, dask, dataset)
     return np.asarray(model.predict_proba(frame), dtype="float64")
 
 
@@ -250,13 +281,17 @@ def effect_step(
 
 
 def explain_step(
-    model, frame: pd.DataFrame, ranking: pd.DataFrame, dask: str | None = None
+    model,
+    frame: pd.DataFrame,
+    ranking: pd.DataFrame,
+    dask: str | None = None,
+    dataset: FeatureDataset | None = None,
 ) -> pd.DataFrame:
-    """The model's per-feature contributions (log-odds) for the rows to explain (per partition
-    of course runs on the cluster with `dask`)."""
+    """The model's per-feature contributions (log-odds) for the rows to explain (with `dask`
+    and the frame's `dataset`: per part file on the cluster, each task reading only its rows)."""
     rows = ranking.index[ranking["explained"].to_numpy(dtype=bool)]
-    if dask:
-        return contributions_on_cluster(model, frame.loc[rows], dask, cluster_parts(dask))
+    if dask and dataset is not None:
+        return contributions_on_cluster(model, frame, rows, dask, dataset)
     return model.contributions(frame.loc[rows])
 
 
@@ -411,7 +446,8 @@ def score_steps(
     `duplicate_events`: what the caller's validation found (then validation is skipped here);
     `validate=False` takes the source as clean. `record`: record the week in MLflow; by default
     only when the model was loaded from MLflow here (an in-process model has no run to sit by).
-    `dask`: a scheduler address; prediction and contributions then run on its workers.
+    `dask`: a scheduler address; validation, features, prediction and contributions then run
+    on its workers (with a `frame` given, only validation: the frame has no location).
     """
     source = Path(source)
     out_dir = output_folder(out, as_of, workspace)
@@ -421,13 +457,29 @@ def score_steps(
 
     if duplicate_events is None and validate and frame is None:
         duplicate_events = steps(
-            "validate", None, check_source, source, config, workspace, steps.say
+            "validate", None, check_source, source, config, workspace, steps.say, dask=dask
         )
     if model is None:
         model = steps("model", f"model {uri}", mlflow_store.load_model, uri, io=True)
     model = with_scoring_threads(model, config)
     cached_hit = None
-    if frame is None:
+    dataset = None
+    if frame is None and dask:
+        located = steps(
+            "features",
+            "features on the Dask cluster",
+            cluster_features_step,
+            source,
+            config,
+            as_of,
+            duplicate_events,
+            workspace,
+            dask,
+            steps.say,
+            io=True,
+        )
+        frame, dataset, cached_hit = located.frame, located.dataset, located.hit
+    elif frame is None:
         cached = steps(
             "features",
             "features",
@@ -448,6 +500,7 @@ def score_steps(
         model,
         frame,
         dask,
+        dataset,
     )
     drift = steps(
         "drift", "drift check against the training data", drift_step, model, frame, risk, config
@@ -482,7 +535,14 @@ def score_steps(
         io=True,
     )
     contributions = steps(
-        "explain", "explaining the listed students", explain_step, model, frame, ranking, dask
+        "explain",
+        "explaining the listed students",
+        explain_step,
+        model,
+        frame,
+        ranking,
+        dask,
+        dataset,
     )
     ranking = steps(
         "words",

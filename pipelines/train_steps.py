@@ -51,8 +51,9 @@ from models.train import (
 )
 from pipelines import mlflow_store as store
 from pipelines.checks import check_source
-from pipelines.cluster_training import ClusterBoosterFitter
+from pipelines.cluster_training import ClusterBoosterFitter, lightgbm_ports
 from pipelines.feature_cache import source_fingerprint, workspace_features
+from pipelines.feature_partitions import FeatureDataset, LocatedFrame, workspace_cluster_features
 from pipelines.run_record import build_run_record, window
 from pipelines.runner import WARNING_PREFIX, Progress, Steps
 from pipelines.settings import Workspace
@@ -74,19 +75,49 @@ def features_step(
     return cached.frame
 
 
+def cluster_features_step(
+    source: str | Path,
+    config: Config,
+    duplicate_events: bool | None,
+    workspace: Workspace,
+    dask: str,
+    progress: Progress,
+) -> LocatedFrame:
+    """Every weekly snapshot with labels, built on the cluster into a partitioned dataset in the
+    workspace's cache (reused when unchanged) and read here with where each row is, so that the
+    workers can read their training rows themselves."""
+    located = workspace_cluster_features(
+        source,
+        config,
+        None,
+        duplicate_events,
+        workspace,
+        dask,
+        lambda m: progress(f"features: {m}"),
+    )
+    note = " (cached)" if located.hit else ""
+    progress(f"features: {len(located.frame):,} rows in {len(located.dataset.files)} parts{note}")
+    return located
+
+
 def split_step(frame: pd.DataFrame, config: Config) -> TimeSplit:
     return split_by_time(frame, config.split, config.snapshots.horizon_days)
 
 
 def fit_step(
-    frame: pd.DataFrame, split: TimeSplit, config: Config, dask: str | None = None
+    frame: pd.DataFrame,
+    split: TimeSplit,
+    config: Config,
+    dask: str | None = None,
+    dataset: FeatureDataset | None = None,
 ) -> FittedModels:
-    """Fit on the split's training rows; with `dask` and at least `dask.train_min_rows` of them,
-    the trees grow on that cluster (lightgbm.dask), the rest (calibration, baselines) as ever."""
+    """Fit on the split's training rows; with `dask`, the frame's `dataset` and at least
+    `dask.train_min_rows` training rows, the trees grow on that cluster (lightgbm.dask, each
+    worker reading its rows of the dataset), the rest (calibration, baselines) as ever."""
     train, validation, _ = split.frames(frame)
     fitter = None
-    if dask and len(train) >= config.dask.train_min_rows:
-        fitter = ClusterBoosterFitter(dask)
+    if dask and dataset is not None and len(train) >= config.dask.train_min_rows:
+        fitter = ClusterBoosterFitter(dask, dataset, lightgbm_ports(config))
     return fit_models(
         train, validation, config, _split_metadata(split, config), booster_fitter=fitter
     )
@@ -324,18 +355,36 @@ def train_steps(
     """Validate, build, split, fit, evaluate, log, register; returns what `notalone train --json`
     prints. `dask`: a scheduler address to grow the trees on (see `fit_step`)."""
     source = Path(source)
-    duplicate_events = steps("validate", None, check_source, source, config, workspace, steps.say)
-    frame = steps(
-        "features",
-        "features (all weekly snapshots)",
-        features_step,
-        source,
-        config,
-        duplicate_events,
-        workspace,
-        steps.say,
-        io=True,
+    duplicate_events = steps(
+        "validate", None, check_source, source, config, workspace, steps.say, dask=dask
     )
+    dataset = None
+    if dask:
+        located = steps(
+            "features",
+            "features (all weekly snapshots) on the Dask cluster",
+            cluster_features_step,
+            source,
+            config,
+            duplicate_events,
+            workspace,
+            dask,
+            steps.say,
+            io=True,
+        )
+        frame, dataset = located.frame, located.dataset
+    else:
+        frame = steps(
+            "features",
+            "features (all weekly snapshots)",
+            features_step,
+            source,
+            config,
+            duplicate_events,
+            workspace,
+            steps.say,
+            io=True,
+        )
     split = steps("split", "splitting by time", split_step, frame, config)
     sizes = split.summary
     if sizes.fallback_reason:
@@ -358,6 +407,7 @@ def train_steps(
         split,
         config,
         dask,
+        dataset,
     )
     evaluations = steps(
         "evaluate",

@@ -13,6 +13,7 @@ from configs.schema import Config
 from pipelines.backtest_report import OVERALL_LABELS
 from pipelines.backtest_steps import backtest_steps
 from pipelines.commands.common import activate, progress_line, stderr
+from pipelines.dask_store import cluster_for
 from pipelines.runner import Steps
 from pipelines.schedule import parse_as_of
 from pipelines.summaries import format_number
@@ -45,10 +46,12 @@ def run_backtest(
     assume_contacted: bool = False,
     out: Path | None = None,
     as_json: bool = False,
+    dask: str | None = None,
 ) -> dict:
-    """Replay, measure, write the tables and the page, record in MLflow; print the result."""
+    """Replay, measure, write the tables and the page, record in MLflow; print the result.
+    With `dask` (or `dask.scheduler`) the features and the risks are computed on that cluster."""
     workspace = activate()
-    with progress_line(stderr(), "backtest") as progress:
+    with cluster_for(dask, config) as address, progress_line(stderr(), "backtest") as progress:
         result = backtest_steps(
             source=source,
             config=config,
@@ -60,6 +63,7 @@ def run_backtest(
             model_uri=model_uri,
             assume_contacted=assume_contacted,
             out=out,
+            dask=address,
         )
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")

@@ -51,10 +51,10 @@ def run_score(
         cluster_for(dask, config) as address,
     ):
         if use_prefect:
-            from pipelines.flows import reporting, score_flow
+            from pipelines.flows import on_cluster, reporting, score_flow
 
             with reporting(progress):
-                result = score_flow(
+                result = on_cluster(score_flow, address)(
                     source=str(source),
                     as_of=when.isoformat(),
                     model_uri=model_uri,

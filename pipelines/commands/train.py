@@ -60,8 +60,9 @@ def run_train(
 ) -> dict:
     """Train, evaluate, log and register; print a table (or JSON with --json) and return it.
 
-    With `dask` (or `dask.scheduler`), the trees grow on that cluster when the training rows
-    reach `dask.train_min_rows`."""
+    With `dask` (or `dask.scheduler`), validation and features run on that cluster, and the
+    trees grow there when the training rows reach `dask.train_min_rows`; with `use_prefect`
+    too, every step of the train flow is a task on it (prefect-dask's DaskTaskRunner)."""
     workspace = activate()
     source = Path(source)
     flow = None
@@ -73,6 +74,10 @@ def run_train(
         contextlib.redirect_stdout(sys.stderr),
         progress_line(stderr(), "training") as progress,
     ):
+        if flow is not None and address:
+            from pipelines.flows import on_cluster
+
+            flow = on_cluster(flow, address)
         result = run_steps(
             train_steps,
             flow=flow,

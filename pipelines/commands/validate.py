@@ -17,6 +17,8 @@ from rich.text import Text
 from configs.schema import Config
 from features.errors import NotaloneError
 from features.validate import ERROR, ValidationReport, validate_source
+from pipelines.checks import validate_on_cluster
+from pipelines.dask_store import cluster_for
 from pipelines.settings import Workspace
 
 EXIT_ERRORS = 2
@@ -25,13 +27,19 @@ LOG_WIDTH = 160
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow"}
 
 
-def run_validate(source: Path, config: Config) -> int:
-    """Validate `source`, print the problems and a verdict; 2 when there are errors, else 0."""
+def run_validate(source: Path, config: Config, dask: str | None = None) -> int:
+    """Validate `source`, print the problems and a verdict; 2 when there are errors, else 0.
+    With `dask` (or `dask.scheduler`) the check runs partitioned by course run on that cluster
+    (the same report)."""
     workspace = Workspace.resolve()
     workspace.tmp.mkdir(parents=True, exist_ok=True)  # DuckDB spills here on large sources
     started = time.perf_counter()
     try:
-        report = validate_source(source, config.validation, temp_dir=workspace.tmp)
+        with cluster_for(dask, config) as address:
+            if address:
+                report = validate_on_cluster(source, config, address, workspace.tmp)
+            else:
+                report = validate_source(source, config.validation, temp_dir=workspace.tmp)
     except duckdb.Error as exc:  # the check turns read errors into problems; this is a backstop
         raise NotaloneError(f"cannot validate {source}: {exc}") from exc
     seconds = time.perf_counter() - started
