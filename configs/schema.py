@@ -298,6 +298,7 @@ class ModelConfig(Section):
     early_stopping_rounds: int = 100
     early_stopping_metric: str = "average_precision"
     class_weight: Literal["balanced", "none"] = "balanced"
+    negatives_per_positive: float = Field(10.0, ge=0)
     params: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_LGB_PARAMS))
     calibration_methods: tuple[Literal["isotonic", "sigmoid"], ...] = ("isotonic", "sigmoid")
     calibration_folds: int = Field(5, ge=2)
@@ -330,7 +331,7 @@ class EvaluationConfig(Section):
     segment_numeric_bins: int = 4
     min_week_rows: int = 30
     calibration_bins: int = 10
-    shap_sample_rows: int = 5000
+    shap_sample_rows: int = 2000
     shap_top_features: int = 15
     input_example_rows: int = 5
     rule_recency: tuple[str, ...] = ("days_since_last_activity", "days_since_last_submission")

@@ -24,6 +24,7 @@ from configs.schema import Config, EvaluationConfig
 from features.catalog import LABEL_COLUMN
 from models.calibration import Calibrator, fit_calibrator
 from models.model import CATEGORY
+from models.sampling import learning_rows
 
 MISSING_CATEGORY = "(missing)"
 
@@ -101,9 +102,10 @@ class LogisticBaseline:
     def fit(
         self, train: pd.DataFrame, config: Config, start: LogisticBaseline | None = None
     ) -> LogisticBaseline:
-        """Fit on `train`. `start`: a baseline fitted on the same inputs (the evaluated one)
-        whose coefficients start the solver (the served refit on every row then needs a few
-        iterations, not hundreds); the optimum reached is the same."""
+        """Fit on `train`: the rows `models.sampling` keeps, weighted. `start`: a baseline
+        fitted on the same inputs (the evaluated one) whose coefficients start the solver (the
+        served refit on every row then needs a few iterations, not hundreds); the optimum
+        reached is the same."""
         numeric = [c for c in self.feature_names if self.feature_types[c] != CATEGORY]
         categorical = [c for c in self.feature_names if self.feature_types[c] == CATEGORY]
         numeric_steps = Pipeline(
@@ -133,7 +135,14 @@ class LogisticBaseline:
                 ),
             ]
         )
-        x, y = self._matrix(train), train[LABEL_COLUMN].to_numpy().astype(int)
+        y = train[LABEL_COLUMN].to_numpy().astype(int)
+        rows = learning_rows(y, config.model)
+        if rows.sampled:
+            train, weights = train.iloc[rows.positions], rows.weights(y)
+            y = y[rows.positions]
+        else:
+            weights = None
+        x = self._matrix(train)
         started = _start_coefficients(start)
         if started is not None:
             columns = self.pipeline.named_steps["columns"]
@@ -142,9 +151,9 @@ class LogisticBaseline:
                 solver = self.pipeline.named_steps["logistic"]
                 solver.set_params(warm_start=True)
                 solver.coef_, solver.intercept_ = started[1].copy(), started[2].copy()
-                solver.fit(encoded, y)
+                solver.fit(encoded, y, sample_weight=weights)
                 return self
-        self.pipeline.fit(x, y)
+        self.pipeline.fit(x, y, logistic__sample_weight=weights)
         return self
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:

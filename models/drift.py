@@ -40,7 +40,14 @@ import pandas as pd
 
 from configs.schema import Config, DriftConfig
 from models.model import ATTR_PREFIX, CATEGORY
-from models.reference import psi, shares_like, summarise_categorical, summarise_numeric
+from models.reference import (
+    psi,
+    share_codes,
+    share_slots,
+    shares_like,
+    summarise_categorical,
+    summarise_numeric,
+)
 
 SCORE = "score"  # the name of the score's row
 FEATURE_KIND = "feature"
@@ -266,18 +273,28 @@ def _add_run_strata(
 ) -> None:
     """Per stage bucket, one [rows, *shares] per course run with at least `min_run_rows` rows
     there (at most `max_stage_runs`, the largest): how much whole runs differ at that stage."""
-    values = pd.Series(values).reset_index(drop=True)
-    runs = pd.Series(runs).astype("str").reset_index(drop=True)
+    codes, slots = share_codes(entry, values), share_slots(entry)
+    run_codes, run_names = pd.factorize(pd.Series(runs).astype("str").reset_index(drop=True))
+    # Runs in name order, so that the same rows give the same reference whatever their order.
+    rank = np.empty(len(run_names), dtype=np.int64)
+    rank[np.argsort(np.asarray(run_names, dtype=object), kind="stable")] = np.arange(len(rank))
+    run_codes = rank[run_codes]
+    n_runs = len(run_names)
     entry["stage_runs"] = []
     for b in range(n_buckets):
         rows = np.flatnonzero(buckets == b)
         parts = []
-        if len(rows):
-            sizes = runs.iloc[rows].value_counts()
-            sizes = sizes[sizes >= cfg.min_run_rows].iloc[: cfg.max_stage_runs]
-            for run in sorted(sizes.index):  # sorted: the same reference from the same rows
-                mine = rows[runs.iloc[rows].to_numpy() == run]
-                parts.append([float(len(mine)), *full_shares(entry, values.iloc[mine])])
+        if len(rows) and n_runs:
+            counts = np.bincount(
+                run_codes[rows] * slots + codes[rows], minlength=n_runs * slots
+            ).reshape(n_runs, slots)
+            sizes = counts.sum(axis=1)
+            kept = np.flatnonzero(sizes >= cfg.min_run_rows)
+            # The largest runs when there are too many (ties: the first by name).
+            kept = kept[np.argsort(-sizes[kept], kind="stable")][: cfg.max_stage_runs]
+            for run in np.sort(kept):
+                n = int(sizes[run])
+                parts.append([float(n), *(float(c / n) for c in counts[run])])
         entry["stage_runs"].append(parts)
 
 
@@ -336,12 +353,16 @@ def stage_buckets(stage: dict | Sequence[float], values) -> np.ndarray:
 
 
 def _add_strata(entry: dict, values, buckets: np.ndarray, n_buckets: int) -> None:
-    values = pd.Series(values).reset_index(drop=True)
+    codes, slots = share_codes(entry, values), share_slots(entry)
+    inside = (buckets >= 0) & (buckets < n_buckets)
+    counts = np.bincount(
+        buckets[inside] * slots + codes[inside], minlength=n_buckets * slots
+    ).reshape(n_buckets, slots)
     entry["by_stage"], entry["stage_rows"] = [], []
-    for b in range(n_buckets):
-        rows = values[buckets == b]
-        entry["by_stage"].append(full_shares(entry, rows) if len(rows) else [])
-        entry["stage_rows"].append(len(rows))
+    for row in counts:
+        n = int(row.sum())
+        entry["by_stage"].append([float(c / n) for c in row] if n else [])
+        entry["stage_rows"].append(n)
 
 
 # ---------------------------------------------------------------------------------- scoring

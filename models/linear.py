@@ -55,19 +55,24 @@ class LinearDropoutModel:
     @classmethod
     def from_baseline(
         cls, baseline: LogisticBaseline, train: pd.DataFrame, prob_clip: float, num_threads: int
-    ) -> LinearDropoutModel:
-        """Wrap a fitted baseline; `train` (its training rows) gives the one-hot means."""
+    ) -> tuple[LinearDropoutModel, np.ndarray]:
+        """Wrap a fitted baseline; `train` (its training rows) gives the one-hot means and the
+        importance. Returns the model and its probabilities on `train` (one pass over them)."""
         model = cls(baseline=baseline, prob_clip=prob_clip, num_threads=num_threads)
         model.column_features = _column_features(baseline)
         matrix = model._transformed(train)
         model.column_means = np.where(
             [f in model._categorical() for f in model.column_features], matrix.mean(axis=0), 0.0
         )
-        contrib = model.contributions(train).drop(columns="bias")
+        contrib = model._contributions_of(matrix, train.index)
         model.importance = (
-            contrib.abs().mean().rename("mean_abs_contribution").sort_values(ascending=False)
+            contrib.drop(columns="bias")
+            .abs()
+            .mean()
+            .rename("mean_abs_contribution")
+            .sort_values(ascending=False)
         )
-        return model
+        return model, model._probability(contrib.to_numpy().sum(axis=1))
 
     def _categorical(self) -> set[str]:
         return {c for c in self.feature_names if self.feature_types[c] == CATEGORY}
@@ -89,7 +94,9 @@ class LinearDropoutModel:
         return self._transformed(frame) @ logistic.coef_[0] + logistic.intercept_[0]
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        margin = self.raw_margin(frame)
+        return self._probability(self.raw_margin(frame))
+
+    def _probability(self, margin: np.ndarray) -> np.ndarray:
         prob = 1.0 / (1.0 + np.exp(-np.clip(margin, -700, 700)))
         return np.clip(prob, self.prob_clip, 1.0 - self.prob_clip)
 
@@ -101,17 +108,22 @@ class LinearDropoutModel:
         its categories. "bias" is the intercept plus the one-hot means' terms.
         """
         self.check(frame)
-        columns = [*self.feature_names, "bias"]
         if len(frame) == 0:
+            columns = [*self.feature_names, "bias"]
             return pd.DataFrame(columns=columns, index=frame.index, dtype=float)
+        return self._contributions_of(self._transformed(frame), frame.index)
+
+    def _contributions_of(self, matrix: np.ndarray, index: pd.Index) -> pd.DataFrame:
+        columns = [*self.feature_names, "bias"]
         logistic = self.baseline.pipeline.named_steps["logistic"]
         coef = logistic.coef_[0]
-        terms = (self._transformed(frame) - self.column_means) * coef
+        terms = (matrix - self.column_means) * coef
         owner = pd.Index(self.feature_names).get_indexer(self.column_features)
-        out = np.zeros((len(frame), len(self.feature_names) + 1))
-        np.add.at(out.T, owner, terms.T)
+        out = np.zeros((len(matrix), len(self.feature_names) + 1))
+        for column, feature in enumerate(owner):  # (np.add.at: seconds on 900k rows)
+            out[:, feature] += terms[:, column]
         out[:, -1] = logistic.intercept_[0] + float(self.column_means @ coef)
-        return pd.DataFrame(out, columns=columns, index=frame.index)
+        return pd.DataFrame(out, columns=columns, index=index)
 
     def feature_importance(self) -> pd.Series:
         """Mean absolute contribution on the training rows, descending."""

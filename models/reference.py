@@ -68,6 +68,34 @@ def shares_like(entry: dict, values: Iterable[object]) -> tuple[list[float], flo
     return [*known, unseen], float(series.isna().mean())
 
 
+def share_codes(entry: dict, values: Iterable[object]) -> np.ndarray:
+    """Each value's slot in the layout of a summary's full share vector: its bin (or category),
+    then, for categorical summaries, one slot for unseen categories, then one for missing.
+
+    Counting the codes (`np.bincount`) gives the same shares as `shares_like`, for any grouping
+    of the rows at once (per course week, per run) without splitting the values."""
+    if entry["kind"] == "numeric":
+        arr = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
+        edges = np.asarray(entry["edges"], dtype=float)
+        codes = np.searchsorted(edges, arr, side="left")
+        codes[np.isnan(arr)] = len(edges) + 1
+        return codes.astype(np.int64)
+    series = pd.Series(values, dtype=object)
+    categories = list(entry["categories"])
+    missing = series.isna().to_numpy()
+    positions = pd.Index(categories).get_indexer(series.astype(str))
+    codes = np.where(positions < 0, len(categories), positions)
+    codes[missing] = len(categories) + 1
+    return codes.astype(np.int64)
+
+
+def share_slots(entry: dict) -> int:
+    """The length of a summary's full share vector (`share_codes` values are below it)."""
+    if entry["kind"] == "numeric":
+        return len(entry["edges"]) + 2
+    return len(entry["categories"]) + 2
+
+
 def psi(expected: list[float], actual: list[float], floor: float) -> float:
     """Population stability index; shares below `floor` are raised to it (empty bins)."""
     size = max(len(expected), len(actual))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ from models.model import (
     infer_feature_types,
     training_categories,
 )
+from models.sampling import LearningRows, learning_rows
 
 
 def model_inputs(frame: pd.DataFrame, config: Config) -> list[str]:
@@ -53,13 +55,24 @@ def model_inputs(frame: pd.DataFrame, config: Config) -> list[str]:
     return [*names, *attrs]
 
 
+def predict_threads(config: Config) -> int:
+    """LightGBM threads for predictions: `scoring.num_threads`, else every core.
+
+    Training fixes its thread count for reproducible trees; a prediction or a row's
+    contributions are the same whatever the count (2 threads: half the time here)."""
+    return config.scoring.num_threads or os.cpu_count() or 1
+
+
 def config_hash(config: Config) -> str:
     text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def lgb_params(config: Config, n_pos: int, n_neg: int) -> dict:
-    """LightGBM parameters from config, with the reproducibility settings forced on."""
+def lgb_params(config: Config, n_pos: int, n_neg: int, negative_share: float = 1.0) -> dict:
+    """LightGBM parameters from config, with the reproducibility settings forced on.
+
+    `n_pos`, `n_neg`: the rows the trees learn from; `negative_share`: the share of the
+    negatives those are (`models.sampling`), which an unweighted fit makes up for."""
     m = config.model
     params = dict(m.params)
     params.update(
@@ -74,7 +87,18 @@ def lgb_params(config: Config, n_pos: int, n_neg: int) -> dict:
     )
     if m.class_weight == "balanced" and n_pos:
         params["scale_pos_weight"] = n_neg / n_pos
+    elif negative_share < 1.0:
+        # Each kept negative stands for 1 / share of them: the same as weighting dropouts down.
+        params["scale_pos_weight"] = negative_share
     return params
+
+
+def booster_params(config: Config, y: np.ndarray) -> tuple[dict, LearningRows]:
+    """LightGBM parameters for a fit on labels `y`, and the rows of `y` it learns from."""
+    rows = learning_rows(y, config.model)
+    kept = np.asarray(y)[rows.positions]
+    n_pos = int(kept.sum())
+    return lgb_params(config, n_pos, len(kept) - n_pos, rows.negative_share), rows
 
 
 @dataclass(frozen=True)
@@ -89,7 +113,8 @@ class FitInfo:
     calibration_selection: dict[str, dict[str, float]]
     timings: dict[str, float]
     n_features: int
-    train_rows: int  # rows the early-stopping trees learned from (the number of trees is theirs)
+    train_rows: int  # training rows of the split (the number of trees scales from these)
+    learned_rows: int = 0  # of them, the rows the trees learned from (models.sampling)
     distributed: dict[str, Any] | None = None  # partitions and scheduler when fitted on Dask
 
     def __getitem__(self, key: str) -> Any:  # read like the former dict
@@ -118,8 +143,9 @@ def fit_booster(
     valid_y: np.ndarray,
     config: Config,
 ) -> tuple[lgb.Booster, dict]:
-    n_pos = int(train_y.sum())
-    params = lgb_params(config, n_pos, len(train_y) - n_pos)
+    params, rows = booster_params(config, train_y)
+    if rows.sampled:
+        train_x, train_y = train_x.iloc[rows.positions], np.asarray(train_y)[rows.positions]
     train_set = lgb.Dataset(train_x, label=train_y, params=params, free_raw_data=True)
     valid_set = lgb.Dataset(valid_x, label=valid_y, reference=train_set, params=params)
     evals: dict = {}
@@ -146,15 +172,18 @@ def fit_booster(
         "best_validation_score": float(history[best - 1]) if history else float("nan"),
         "scale_pos_weight": float(params.get("scale_pos_weight", 1.0)),
         "params": params,
+        "learned_rows": len(train_y),
     }
     return booster, info
 
 
 def refit_booster(x: pd.DataFrame, y: np.ndarray, rounds: int, config: Config) -> lgb.Booster:
-    """Train again on all rows with a fixed number of trees (no early stopping)."""
-    n_pos = int(y.sum())
-    params = lgb_params(config, n_pos, len(y) - n_pos)
+    """Train again on the rows with a fixed number of trees (no early stopping); the rows
+    learned from are those of `models.sampling`."""
+    params, rows = booster_params(config, y)
     params.pop("metric", None)
+    if rows.sampled:
+        x, y = x.iloc[rows.positions], np.asarray(y)[rows.positions]
     data = lgb.Dataset(x, label=y, params=params, free_raw_data=True)
     return lgb.train(params, data, num_boost_round=rounds)
 
@@ -233,7 +262,7 @@ def _fit_models(
 
     started = time.perf_counter()
     raw_valid = np.asarray(
-        booster.predict(valid_x, raw_score=True, num_threads=config.model.num_threads)
+        booster.predict(valid_x, raw_score=True, num_threads=predict_threads(config))
     )
     calibrator = choose_calibrator(
         raw_valid,
@@ -264,7 +293,7 @@ def _fit_models(
         feature_names=names,
         feature_types=types,
         categories=cats,
-        num_threads=config.model.num_threads,
+        num_threads=predict_threads(config),
         metadata={
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "config_hash": config_hash(config),
@@ -306,12 +335,14 @@ def _fit_models(
         timings=timings,
         n_features=len(names),
         train_rows=len(train),
+        learned_rows=int(info.get("learned_rows", len(train))),
         distributed=info.get("distributed"),
     )
     return FittedModels(model=model, rule=rule, logistic=logistic, info=fit_info)
 
 
 SCORERS = ("model", "rule", "logistic")
+SERVED_SCORERS = ("model", "logistic")  # the scorers a champion can be
 
 
 def evaluate_models(fitted: FittedModels, test: pd.DataFrame, config: Config) -> dict:
@@ -341,6 +372,7 @@ class ServedInfo:
 
     rows: int  # labelled snapshots the served models learned from
     positives: int
+    learned_rows: int  # of them, the rows the trees and the logistic regression were fitted on
     course_runs: int
     runs: tuple[str, ...]
     as_of_min: str
@@ -352,6 +384,7 @@ class ServedInfo:
     calibration_selection: dict[str, dict[str, float]]
     calibration_folds: int  # course-run groups of the cross-fit (0: the evaluated calibration)
     timings: dict[str, float]
+    refitted: tuple[str, ...] = SERVED_SCORERS  # the scorers refit ("model", "logistic")
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
@@ -359,16 +392,32 @@ class ServedInfo:
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["runs"] = list(self.runs)
+        out["refitted"] = list(self.refitted)
         return out
 
     def describe(self) -> str:
         """One line for the training summary."""
+        if "model" not in self.refitted:
+            return (
+                f"served logistic regression learned from {self.rows:,} labelled snapshots "
+                f"({self.positives:,} dropouts) of {self.course_runs} course runs, "
+                f"{self.as_of_min[:10]}..{self.as_of_max[:10]}{self._sampled()}"
+            )
         return (
             f"served model learned from {self.rows:,} labelled snapshots ({self.positives:,} "
             f"dropouts) of {self.course_runs} course runs, {self.as_of_min[:10]}.."
-            f"{self.as_of_max[:10]}; {self.trees} trees (evaluated: {self.evaluated_trees} on "
+            f"{self.as_of_max[:10]}{self._sampled()}; {self.trees} trees (evaluated: "
+            f"{self.evaluated_trees} on "
             f"{self.evaluated_train_rows:,} rows); {self.calibration} calibration cross-fitted "
             f"over {self.calibration_folds} course-run folds"
+        )
+
+    def _sampled(self) -> str:
+        if self.learned_rows >= self.rows:
+            return ""
+        return (
+            f" (fitted on {self.learned_rows:,} of them: every dropout and a draw of the "
+            "others, reweighted)"
         )
 
 
@@ -376,18 +425,21 @@ class ServedInfo:
 class ServedModels:
     """The models a champion is chosen from, each fitted on every labelled snapshot."""
 
-    model: DropoutModel
-    logistic: LinearDropoutModel
+    model: DropoutModel | None  # None when only the logistic regression was refit
+    logistic: LinearDropoutModel | None  # None when only LightGBM was refit
     rule: RuleBaseline
     info: ServedInfo
 
     def candidate(self, scorer: str) -> DropoutModel | LinearDropoutModel:
         """The served model of a scorer name ("model" or "logistic")."""
-        if scorer == "model":
-            return self.model
-        if scorer == "logistic":
-            return self.logistic
-        raise ValueError(f"no served model for scorer {scorer!r} (model or logistic)")
+        if scorer not in SERVED_SCORERS:
+            raise ValueError(f"no served model for scorer {scorer!r} (model or logistic)")
+        served = self.model if scorer == "model" else self.logistic
+        if served is None:
+            raise ValueError(
+                f"the served {scorer!r} was not refit (refitted: {self.info.refitted})"
+            )
+        return served
 
 
 def scaled_trees(best_iteration: int, n_rows: int, n_train_rows: int) -> int:
@@ -416,15 +468,21 @@ def crossfit_raw_scores(
         rounds = scaled_trees(fitted.info.best_iteration, len(fit_idx), fitted.info.train_rows)
         booster = refit_booster(x.iloc[fit_idx], y[fit_idx], rounds, config)
         raw[out_idx] = booster.predict(
-            x.iloc[out_idx], raw_score=True, num_threads=config.model.num_threads
+            x.iloc[out_idx], raw_score=True, num_threads=predict_threads(config)
         )
     return raw, folds
 
 
 def refit_served(
-    frame: pd.DataFrame, fitted: FittedModels, config: Config, metadata: dict | None = None
+    frame: pd.DataFrame,
+    fitted: FittedModels,
+    config: Config,
+    metadata: dict | None = None,
+    scorers: tuple[str, ...] = ("model", "logistic"),
 ) -> ServedModels:
-    """Refit LightGBM, logistic regression and the rule on every labelled row of `frame`.
+    """Refit LightGBM, logistic regression and the rule on every labelled row of `frame`;
+    `scorers`: which of the first two (training refits only the chosen champion candidate:
+    the other would be thrown away).
 
     `fitted` is the evaluated fit (`fit_models` on the split): its inputs, categories and
     number of trees carry over, the trees scaled by rows / evaluated training rows. The
@@ -432,14 +490,93 @@ def refit_served(
     sample; with a single course run the evaluated (validation) calibration is kept.
     """
     with threadpool_limits(limits=config.model.num_threads):
-        return _refit_served(frame, fitted, config, metadata)
+        unknown = sorted(set(scorers) - set(SERVED_SCORERS))
+        if unknown or not scorers:
+            raise ValueError(f"scorers to refit: some of {SERVED_SCORERS}, not {scorers!r}")
+        return _refit_served(frame, fitted, config, metadata, tuple(scorers))
 
 
 def _refit_served(
-    frame: pd.DataFrame, fitted: FittedModels, config: Config, metadata: dict | None
+    frame: pd.DataFrame,
+    fitted: FittedModels,
+    config: Config,
+    metadata: dict | None,
+    scorers: tuple[str, ...],
 ) -> ServedModels:
     timings: dict[str, float] = {}
     labelled = frame[frame[LABEL_COLUMN].notna()]
+    evaluated = fitted.model
+    names, types = evaluated.feature_names, evaluated.feature_types
+    y = _labels(labelled)
+    refit_trees = "model" in scorers
+    trees = (
+        scaled_trees(fitted.info.best_iteration, len(labelled), fitted.info.train_rows)
+        if refit_trees
+        else 0
+    )
+    runs = tuple(sorted(labelled["course_id"].astype(str).unique()))
+    horizon = pd.Timedelta(days=config.snapshots.horizon_days)
+    served_meta = {
+        **evaluated.metadata,
+        **(metadata or {}),
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "served_from": "every labelled snapshot",
+        "served_rows": len(labelled),
+        "served_learned_rows": len(learning_rows(y, config.model).positions),
+        "served_course_runs": len(runs),
+        # Rows with as_of + horizon at or before this were (or could have been) learned from:
+        # a later comparison with this model is out of sample only after it.
+        "trained_through": (labelled["as_of"].max() + horizon).isoformat(),
+        "learned_as_of_max": labelled["as_of"].max().isoformat(),
+    }
+    model, calibrator, folds = None, None, 0
+    if refit_trees:
+        model, folds = _refit_trees(labelled, fitted, config, trees, served_meta, timings)
+        calibrator = model.calibrator
+    logistic = None
+    if "logistic" in scorers:
+        started = time.perf_counter()
+        baseline = LogisticBaseline(names, types).fit(labelled, config, start=fitted.logistic)
+        logistic, logistic_scores = LinearDropoutModel.from_baseline(
+            baseline, labelled, config.model.prob_clip, predict_threads(config)
+        )
+        logistic.metadata = {**served_meta, "model_kind": "logistic", "calibration": "none"}
+        logistic.metadata.pop("best_iteration", None)  # the evaluated trees' (not this model's)
+        logistic.reference = build_drift_reference(
+            logistic, labelled, labelled, logistic_scores, config, train_scores=logistic_scores
+        )
+        timings["logistic_s"] = time.perf_counter() - started
+    rule = RuleBaseline(config.evaluation).fit(labelled, config.model.prob_clip)
+    info = ServedInfo(
+        rows=len(labelled),
+        positives=int(y.sum()),
+        learned_rows=served_meta["served_learned_rows"],
+        course_runs=len(runs),
+        runs=runs,
+        as_of_min=labelled["as_of"].min().isoformat(),
+        as_of_max=labelled["as_of"].max().isoformat(),
+        trees=trees,
+        evaluated_trees=fitted.info.best_iteration,
+        evaluated_train_rows=fitted.info.train_rows,
+        calibration=calibrator.method if calibrator is not None else "none",
+        calibration_selection=calibrator.selection if calibrator is not None else {},
+        calibration_folds=folds,
+        timings=timings,
+        refitted=tuple(s for s in SERVED_SCORERS if s in scorers),
+    )
+    return ServedModels(model=model, logistic=logistic, rule=rule, info=info)
+
+
+def _refit_trees(
+    labelled: pd.DataFrame,
+    fitted: FittedModels,
+    config: Config,
+    trees: int,
+    served_meta: dict,
+    timings: dict[str, float],
+) -> tuple[DropoutModel, int]:
+    """The served LightGBM model: calibration cross-fitted by course run, then `trees` trees
+    on every labelled row; returns it and the number of cross-fit folds."""
     evaluated = fitted.model
     names, types = evaluated.feature_names, evaluated.feature_types
     cat_cols = [c for c in names if types[c] == CATEGORY]
@@ -447,8 +584,6 @@ def _refit_served(
     x = cast_features(labelled, names, types, cats)
     y = _labels(labelled)
     groups = labelled["course_id"].astype(str).to_numpy()
-    trees = scaled_trees(fitted.info.best_iteration, len(labelled), fitted.info.train_rows)
-
     started = time.perf_counter()
     oof_raw, folds = crossfit_raw_scores(x, y, groups, fitted, config)
     timings["crossfit_s"] = time.perf_counter() - started
@@ -470,47 +605,20 @@ def _refit_served(
     started = time.perf_counter()
     booster = refit_booster(x, y, trees, config)
     timings["refit_s"] = time.perf_counter() - started
-    runs = tuple(sorted(labelled["course_id"].astype(str).unique()))
-    info = ServedInfo(
-        rows=len(labelled),
-        positives=int(y.sum()),
-        course_runs=len(runs),
-        runs=runs,
-        as_of_min=labelled["as_of"].min().isoformat(),
-        as_of_max=labelled["as_of"].max().isoformat(),
-        trees=trees,
-        evaluated_trees=fitted.info.best_iteration,
-        evaluated_train_rows=fitted.info.train_rows,
-        calibration=calibrator.method,
-        calibration_selection=calibrator.selection,
-        calibration_folds=folds,
-        timings=timings,
-    )
-    horizon = pd.Timedelta(days=config.snapshots.horizon_days)
-    served_meta = {
-        **evaluated.metadata,
-        **(metadata or {}),
-        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "served_from": "every labelled snapshot",
-        "served_rows": info.rows,
-        "served_course_runs": info.course_runs,
-        "served_trees": trees,
-        "best_iteration": fitted.info.best_iteration,
-        "calibration": calibrator.method,
-        "calibration_crossfit_folds": folds,
-        # Rows with as_of + horizon at or before this were (or could have been) learned from:
-        # a later comparison with this model is out of sample only after it.
-        "trained_through": (labelled["as_of"].max() + horizon).isoformat(),
-        "learned_as_of_max": labelled["as_of"].max().isoformat(),
-    }
     model = DropoutModel(
         booster=booster,
         calibrator=calibrator,
         feature_names=names,
         feature_types=types,
         categories=cats,
-        num_threads=config.model.num_threads,
-        metadata=served_meta,
+        num_threads=predict_threads(config),
+        metadata={
+            **served_meta,
+            "served_trees": trees,
+            "best_iteration": fitted.info.best_iteration,
+            "calibration": calibrator.method,
+            "calibration_crossfit_folds": folds,
+        },
     )
     started = time.perf_counter()
     # Out-of-fold scores are out of sample for every row: they are the reference's scores and
@@ -520,18 +628,4 @@ def _refit_served(
         model, labelled, labelled, scores, config, train_scores=scores
     )
     timings["reference_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    baseline = LogisticBaseline(names, types).fit(labelled, config, start=fitted.logistic)
-    logistic = LinearDropoutModel.from_baseline(
-        baseline, labelled, config.model.prob_clip, config.model.num_threads
-    )
-    logistic.metadata = {**served_meta, "model_kind": "logistic", "calibration": "none"}
-    for key in ("served_trees", "best_iteration", "calibration_crossfit_folds"):
-        logistic.metadata.pop(key, None)
-    logistic_scores = logistic.predict_proba(labelled)
-    logistic.reference = build_drift_reference(
-        logistic, labelled, labelled, logistic_scores, config, train_scores=logistic_scores
-    )
-    timings["logistic_s"] = time.perf_counter() - started
-    rule = RuleBaseline(config.evaluation).fit(labelled, config.model.prob_clip)
-    return ServedModels(model=model, logistic=logistic, rule=rule, info=info)
+    return model, folds

@@ -21,7 +21,7 @@ from configs.schema import Config
 from features.catalog import LABEL_COLUMN
 from features.errors import NotaloneError
 from models.model import CATEGORY, FLOAT, cast_features
-from models.train import lgb_params
+from models.train import booster_params
 from pipelines.dask_store import client_at, fit_lightgbm, parts_on_workers, worker_addresses
 from pipelines.feature_partitions import FeatureDataset, read_rows
 
@@ -97,8 +97,9 @@ class ClusterBoosterFitter:
                 f"use one of {sorted(_METRICS)}"
             )
         score_of, higher = _METRICS[metric]
-        n_pos = int(train_y.sum())
-        params = lgb_params(config, n_pos, len(train_y) - n_pos)
+        params, rows = booster_params(config, train_y)
+        if rows.sampled:  # the workers read the kept rows (by the frame positions kept)
+            train_x = train_x.iloc[rows.positions]
         grow = {k: v for k, v in params.items() if k != "metric"}
         calls = self._calls(train_x)
         patience = config.model.early_stopping_rounds
@@ -133,14 +134,16 @@ class ClusterBoosterFitter:
             "best_validation_score": best_score if history else float("nan"),
             "scale_pos_weight": float(params.get("scale_pos_weight", 1.0)),
             "params": params,
+            "learned_rows": len(train_x),
             "distributed": {"partitions": len(calls), "scheduler": self.address},
         }
         return booster, info
 
     def refit(self, x, y, rounds: int, config: Config, runs):
-        n_pos = int(y.sum())
-        params = lgb_params(config, n_pos, len(y) - n_pos)
+        params, rows = booster_params(config, y)
         params.pop("metric", None)
+        if rows.sampled:
+            x = x.iloc[rows.positions]
         with parts_on_workers(self.address, training_rows, self._calls(x)) as parts:
             return fit_lightgbm(parts, x.iloc[:0], params, rounds, None, self.ports)
 

@@ -141,7 +141,15 @@ def _contribution_sample(
     return sample, contrib, loggable.reset_index(drop=True)
 
 
-def _scorer_outputs(fitted: FittedModels, test: pd.DataFrame) -> tuple[dict, dict]:
+def _scorer_outputs(
+    fitted: FittedModels, test: pd.DataFrame, evaluations: dict[str, Evaluation]
+) -> tuple[dict, dict]:
+    """Each scorer's probabilities and ranking scores on the test rows: those the evaluation
+    computed when it kept them (predicting 300k rows again costs seconds), else predicted."""
+    kept = [evaluations.get(name) for name in SCORERS]
+    if all(ev is not None and ev.prob is not None and len(ev.prob) == len(test) for ev in kept):
+        probs = {name: ev.prob for name, ev in zip(SCORERS, kept, strict=True)}
+        return probs, {name: ev.rank for name, ev in zip(SCORERS, kept, strict=True)}
     probs = {
         "model": fitted.model.predict_proba(test),
         "rule": fitted.rule.predict_proba(test),
@@ -163,7 +171,7 @@ def build_run_record(
     """Everything the MLflow run holds: params, tags, metrics, tables, figures (no raw ids)."""
     test = frame[split.test]
     y = test[LABEL_COLUMN].to_numpy().astype(int)
-    probs, ranks = _scorer_outputs(fitted, test)
+    probs, ranks = _scorer_outputs(fitted, test, evaluations)
     fingerprint = data_fingerprint(source, frame, split)
     metrics: dict[str, float] = {}
     for name, ev in evaluations.items():

@@ -24,7 +24,6 @@ computed for listed students only unless `scoring.explain: all`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, is_dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,6 +52,7 @@ from interventions.triggers import state_columns, state_from_ranking
 from interventions.weekly import ENROLLMENT_KEYS, explain_in_words, rank_week, summarise_week
 from interventions.winback import winback_inactive_days
 from models.drift import DriftCheck, check_drift
+from models.train import predict_threads
 from pipelines import mlflow_store, outputs_store, workspace_store
 from pipelines.checks import check_source
 from pipelines.cluster_scoring import contributions_on_cluster, predict_on_cluster
@@ -136,7 +136,7 @@ def with_scoring_threads(model, config: Config):
     contributions are the same whatever the count, and TreeSHAP for the listed students is the
     scorer's largest CPU cost.
     """
-    threads = config.scoring.num_threads or os.cpu_count() or 1
+    threads = predict_threads(config)
     if is_dataclass(model) and hasattr(model, "num_threads"):
         return replace(model, num_threads=threads)
     return model

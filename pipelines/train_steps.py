@@ -148,10 +148,20 @@ def choose_step(evaluations: dict[str, Evaluation], config: Config) -> ChampionC
     )
 
 
+_CANDIDATE_NAMES = {"model": "LightGBM model", "logistic": "logistic regression"}
+
+
 def refit_step(
-    frame: pd.DataFrame, fitted: FittedModels, split: TimeSplit, config: Config
+    frame: pd.DataFrame,
+    fitted: FittedModels,
+    split: TimeSplit,
+    config: Config,
+    choice: ChampionChoice,
 ) -> ServedModels:
-    return refit_served(frame, fitted, config, _split_metadata(split, config))
+    """The chosen candidate refit on every labelled snapshot (only it is logged and served)."""
+    return refit_served(
+        frame, fitted, config, _split_metadata(split, config), scorers=(choice.scorer,)
+    )
 
 
 def _split_metadata(split: TimeSplit, config: Config) -> dict[str, Any]:
@@ -422,12 +432,13 @@ def train_steps(
     steps.say(choice.message)
     served = steps(
         "refit",
-        "refitting the chosen settings on every labelled snapshot",
+        f"refitting the {_CANDIDATE_NAMES[choice.scorer]} on every labelled snapshot",
         refit_step,
         frame,
         fitted,
         split,
         config,
+        choice,
     )
     steps.say(served.info.describe())
     logged = steps(

@@ -225,3 +225,17 @@ def test_served_logistic_starts_from_the_evaluated_coefficients(run, frame, conf
     np.testing.assert_allclose(warm_risk, cold_risk, atol=0.02)
     assert np.median(np.abs(warm_risk - cold_risk)) < 2e-3
     assert pd.Series(warm_risk).corr(pd.Series(cold_risk), method="spearman") > 0.999
+
+
+def test_refit_only_the_chosen_candidate(run, frame, config):
+    served = refit_served(frame, run.fitted, config, scorers=("logistic",))
+    assert served.model is None and served.info.refitted == ("logistic",)
+    assert served.candidate("logistic").metadata["served_rows"] == len(labelled(frame))
+    assert "best_iteration" not in served.logistic.metadata
+    assert served.info.trees == 0 and "logistic regression" in served.info.describe()
+    with pytest.raises(ValueError, match="not refit"):
+        served.candidate("model")
+    trees_only = refit_served(frame, run.fitted, config, scorers=("model",))
+    assert trees_only.logistic is None and trees_only.info.trees == run.served.info.trees
+    with pytest.raises(ValueError, match="scorers to refit"):
+        refit_served(frame, run.fitted, config, scorers=("rule",))
