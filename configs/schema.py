@@ -298,7 +298,7 @@ class ModelConfig(Section):
     early_stopping_rounds: int = 100
     early_stopping_metric: str = "average_precision"
     class_weight: Literal["balanced", "none"] = "balanced"
-    negatives_per_positive: float = Field(10.0, ge=0)
+    negatives_per_positive: float = Field(5.0, ge=0)
     params: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_LGB_PARAMS))
     calibration_methods: tuple[Literal["isotonic", "sigmoid"], ...] = ("isotonic", "sigmoid")
     calibration_folds: int = Field(5, ge=2)

@@ -141,6 +141,37 @@ def overall_metrics(replay: pd.DataFrame, weekly: pd.DataFrame, leads: pd.DataFr
     }
 
 
+def unseen_rows(
+    replay: pd.DataFrame, learned_runs: list[str], learned_as_of_max: str | pd.Timestamp
+) -> np.ndarray:
+    """Rows the model cannot have learned from: course runs it never saw, and its runs' weeks
+    after the last snapshot it learned from."""
+    seen_run = replay["course_id"].astype("str").isin([str(r) for r in learned_runs]).to_numpy()
+    later = (pd.to_datetime(replay["as_of"]) > pd.Timestamp(learned_as_of_max)).to_numpy()
+    return ~seen_run | later
+
+
+def unseen_metrics(replay: pd.DataFrame, unseen: np.ndarray) -> dict[str, float]:
+    """Ranking metrics over the rows the model never learned from (`unseen_rows`): the honest
+    figures of a backtest whose range overlaps the model's training data."""
+    rows = replay[unseen]
+    labelled = rows[rows["label"].notna()]
+    y = labelled["label"].to_numpy(dtype=float).astype(int)
+    ranked = ranking_metrics(y, labelled["risk"].to_numpy())
+    weekly = [
+        ranking_metrics(w["label"].to_numpy(dtype=float).astype(int), w["risk"].to_numpy())
+        for _, w in labelled.groupby("as_of", sort=True)
+    ]
+    week_roc = [m["roc_auc"] for m in weekly if not math.isnan(m["roc_auc"])]
+    return {
+        "unseen_rows": int(unseen.sum()),
+        "unseen_runs": int(rows["course_id"].nunique()),
+        "unseen_roc_auc": ranked["roc_auc"],
+        "unseen_pr_auc": ranked["pr_auc"],
+        "unseen_mean_weekly_roc_auc": float(np.mean(week_roc)) if week_roc else math.nan,
+    }
+
+
 def as_of_times(available: pd.Series, start: pd.Timestamp, end: pd.Timestamp, every_days: int):
     """The as-of times of the replay: `start`, `start` + every, ... up to `end`, as far as the
     snapshot frame has rows at them."""

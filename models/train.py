@@ -524,6 +524,7 @@ def _refit_served(
         "served_rows": len(labelled),
         "served_learned_rows": len(learning_rows(y, config.model).positions),
         "served_course_runs": len(runs),
+        "learned_runs": list(runs),  # a backtest measures the runs it never saw apart
         # Rows with as_of + horizon at or before this were (or could have been) learned from:
         # a later comparison with this model is out of sample only after it.
         "trained_through": (labelled["as_of"].max() + horizon).isoformat(),

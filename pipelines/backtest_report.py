@@ -32,6 +32,10 @@ OVERALL_LABELS = {
     "max_weekly_triggered_share": "highest weekly share with a rule trigger",
     "mean_churn": "list churn, week to week",
     "drift_warnings": "weeks with a drift warning",
+    "unseen_rows": "rows of runs (or weeks) the model never learned from",
+    "unseen_roc_auc": "ROC-AUC (pooled), those rows",
+    "unseen_pr_auc": "PR-AUC (pooled), those rows",
+    "unseen_mean_weekly_roc_auc": "ROC-AUC, mean of weeks, those rows",
 }
 STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2rem;max-width:72rem;color:#222}"

@@ -31,7 +31,14 @@ from features.errors import NotaloneError
 from features.sources import all_contacts, atomic_dir, read_table
 from interventions.triggers import state_from_ranking
 from interventions.weekly import ENROLLMENT_KEYS, rank_week
-from models.backtest import as_of_times, lead_times, overall_metrics, weekly_table
+from models.backtest import (
+    as_of_times,
+    lead_times,
+    overall_metrics,
+    unseen_metrics,
+    unseen_rows,
+    weekly_table,
+)
 from pipelines import mlflow_store
 from pipelines.backtest_report import backtest_html
 from pipelines.checks import check_source
@@ -40,7 +47,7 @@ from pipelines.feature_partitions import LocatedFrame, workspace_cluster_feature
 from pipelines.runner import Progress, Steps
 from pipelines.score_steps import drift_step, predict_step, with_scoring_threads
 from pipelines.settings import Workspace
-from pipelines.summaries import json_safe
+from pipelines.summaries import format_number, json_safe
 
 # A contact within this many days before t counts as "recently active" for the recall of
 # dropouts who could still be reached.
@@ -295,13 +302,26 @@ def backtest_steps(
     overall = overall_metrics(replay, weekly, leads)
     overall["drift_warnings"] = int(weekly["drift_warning"].sum())
     # A model refit on every labelled snapshot may have learned from the replayed weeks: its
-    # ranking metrics there are in sample, and say so.
-    learned = (getattr(model, "metadata", None) or {}).get("learned_as_of_max")
+    # ranking metrics there are in sample. Say so, and measure the rows it never saw apart.
+    meta = getattr(model, "metadata", None) or {}
+    learned = meta.get("learned_as_of_max")
     warnings = []
-    if learned and pd.Timestamp(learned) >= pd.Timestamp(start):
+    if learned and meta.get("learned_runs") is not None:
+        unseen = unseen_rows(replay, meta["learned_runs"], learned)
+        overall.update(unseen_metrics(replay, unseen))
+        if not unseen.all():
+            warnings.append(
+                f"{int((~unseen).sum()):,} of {len(replay):,} replayed rows are of course runs "
+                f"the model learned from (up to {str(learned)[:10]}): the pooled ranking metrics "
+                f"are in sample; over the {overall['unseen_rows']:,} rows it never saw "
+                f"({overall['unseen_runs']} runs): ROC-AUC "
+                f"{format_number(overall['unseen_roc_auc'])}, PR-AUC "
+                f"{format_number(overall['unseen_pr_auc'])}"
+            )
+    elif learned and pd.Timestamp(learned) >= pd.Timestamp(start):
         warnings.append(
-            f"the model learned from snapshots up to {str(learned)[:10]}, inside the replayed "
-            f"range: its ranking metrics here are in sample (train on data before "
+            f"the model learned from snapshots up to {str(learned)[:10]}, inside the "
+            f"replayed range: its ranking metrics here are in sample (train on data before "
             f"{start.date()} for an honest backtest)"
         )
     settings = {

@@ -76,6 +76,10 @@ def test_backtest_agrees_with_score_week_by_week(trained_workspace, tmp_path):
     assert overall["weeks"] == 3 and overall["list_slots"] > 0
     assert 0.5 < overall["roc_auc"] <= 1
     assert 0 <= overall["already_gone_share_of_slots"] <= 1
+    # The champion learned from these weeks of these runs: the pooled figures are in sample, and
+    # no row is left that it never saw (the warning says how many rows it learned from).
+    assert overall["unseen_rows"] == 0
+    assert any("rows are of course runs the model learned from" in w for w in result["warnings"])
     page = Path(result["report"]).read_text(encoding="utf-8")
     assert "data:image/png;base64," in page and "How the weekly lists would have done" in page
     from pipelines import mlflow_store
