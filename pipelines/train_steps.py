@@ -156,12 +156,12 @@ def refit_step(
     fitted: FittedModels,
     split: TimeSplit,
     config: Config,
-    choice: ChampionChoice,
+    choice: ChampionChoice | None = None,
 ) -> ServedModels:
-    """The chosen candidate refit on every labelled snapshot (only it is logged and served)."""
-    return refit_served(
-        frame, fitted, config, _split_metadata(split, config), scorers=(choice.scorer,)
-    )
+    """The chosen candidate refit on every labelled snapshot (only it is logged and served);
+    without a choice, both candidates."""
+    scorers = (choice.scorer,) if choice is not None else ("model", "logistic")
+    return refit_served(frame, fitted, config, _split_metadata(split, config), scorers=scorers)
 
 
 def _split_metadata(split: TimeSplit, config: Config) -> dict[str, Any]:
