@@ -13,7 +13,7 @@ PACKAGES := configs features models interventions pipelines webapp
 COMPILE = $(RUN) python -m compileall -q $(PACKAGES) >/dev/null
 RUN := $(UV) run --frozen
 
-.PHONY: install demo test test-fast lint format bench-features bench-train bench-score bench-webapp bench-moodle bench-scale bench serve ui clean
+.PHONY: install demo test test-fast lint format bench-features bench-commands bench-train bench-score bench-webapp bench-moodle bench-scale bench serve ui clean
 
 install: .venv/.installed
 
@@ -48,6 +48,9 @@ format: install
 bench-features: install
 	$(RUN) python benchmarks/bench_features.py
 
+bench-commands: install
+	$(RUN) python benchmarks/bench_commands.py
+
 bench-train: install
 	$(RUN) python benchmarks/bench_train.py
 
@@ -63,7 +66,7 @@ bench-moodle: install
 bench-scale: install
 	$(RUN) python benchmarks/bench_scale.py --docs docs/scale.md
 
-bench: bench-features bench-train bench-score
+bench: bench-features bench-commands bench-train bench-score
 
 serve: install
 	$(RUN) notalone serve --start-server

@@ -138,7 +138,7 @@ class LogisticBaseline:
         y = train[LABEL_COLUMN].to_numpy().astype(int)
         rows = learning_rows(y, config.model)
         if rows.sampled:
-            train, weights = train.iloc[rows.positions], rows.weights(y)
+            train, weights = train.iloc[rows.positions], rows.kept_weights(y)
             y = y[rows.positions]
         else:
             weights = None

@@ -30,8 +30,9 @@ class LearningRows:
     def sampled(self) -> bool:
         return self.negative_share < 1.0
 
-    def weights(self, y: np.ndarray) -> np.ndarray:
-        """Per kept row: 1 for a dropout, 1 / kept share for the others (unbiased sums)."""
+    def kept_weights(self, y: np.ndarray) -> np.ndarray:
+        """Per kept row, in `positions` order: 1 for a dropout, 1 / kept share for the others
+        (unbiased sums)."""
         kept = np.asarray(y)[self.positions]
         return np.where(kept == 1, 1.0, 1.0 / self.negative_share)
 

@@ -101,6 +101,17 @@ def booster_params(config: Config, y: np.ndarray) -> tuple[dict, LearningRows]:
     return lgb_params(config, n_pos, len(kept) - n_pos, rows.negative_share), rows
 
 
+def learning_set(
+    x: pd.DataFrame, y: np.ndarray, config: Config
+) -> tuple[dict, pd.DataFrame, np.ndarray]:
+    """LightGBM parameters and the rows of (`x`, `y`) a fit learns from (`models.sampling`)."""
+    params, rows = booster_params(config, y)
+    y = np.asarray(y)
+    if rows.sampled:
+        return params, x.iloc[rows.positions], y[rows.positions]
+    return params, x, y
+
+
 @dataclass(frozen=True)
 class FitInfo:
     """How the evaluated model was fitted (early stopping on the validation slice)."""
@@ -143,9 +154,7 @@ def fit_booster(
     valid_y: np.ndarray,
     config: Config,
 ) -> tuple[lgb.Booster, dict]:
-    params, rows = booster_params(config, train_y)
-    if rows.sampled:
-        train_x, train_y = train_x.iloc[rows.positions], np.asarray(train_y)[rows.positions]
+    params, train_x, train_y = learning_set(train_x, train_y, config)
     train_set = lgb.Dataset(train_x, label=train_y, params=params, free_raw_data=True)
     valid_set = lgb.Dataset(valid_x, label=valid_y, reference=train_set, params=params)
     evals: dict = {}
@@ -180,10 +189,8 @@ def fit_booster(
 def refit_booster(x: pd.DataFrame, y: np.ndarray, rounds: int, config: Config) -> lgb.Booster:
     """Train again on the rows with a fixed number of trees (no early stopping); the rows
     learned from are those of `models.sampling`."""
-    params, rows = booster_params(config, y)
+    params, x, y = learning_set(x, y, config)
     params.pop("metric", None)
-    if rows.sampled:
-        x, y = x.iloc[rows.positions], np.asarray(y)[rows.positions]
     data = lgb.Dataset(x, label=y, params=params, free_raw_data=True)
     return lgb.train(params, data, num_boost_round=rounds)
 

@@ -21,7 +21,7 @@ from configs.schema import Config
 from features.catalog import LABEL_COLUMN
 from features.errors import NotaloneError
 from models.model import CATEGORY, FLOAT, cast_features
-from models.train import booster_params
+from models.train import learning_set
 from pipelines.dask_store import client_at, fit_lightgbm, parts_on_workers, worker_addresses
 from pipelines.feature_partitions import FeatureDataset, read_rows
 
@@ -97,9 +97,8 @@ class ClusterBoosterFitter:
                 f"use one of {sorted(_METRICS)}"
             )
         score_of, higher = _METRICS[metric]
-        params, rows = booster_params(config, train_y)
-        if rows.sampled:  # the workers read the kept rows (by the frame positions kept)
-            train_x = train_x.iloc[rows.positions]
+        # The workers read the kept rows (by the frame positions kept).
+        params, train_x, _ = learning_set(train_x, train_y, config)
         grow = {k: v for k, v in params.items() if k != "metric"}
         calls = self._calls(train_x)
         patience = config.model.early_stopping_rounds
@@ -140,10 +139,8 @@ class ClusterBoosterFitter:
         return booster, info
 
     def refit(self, x, y, rounds: int, config: Config, runs):
-        params, rows = booster_params(config, y)
+        params, x, _ = learning_set(x, y, config)
         params.pop("metric", None)
-        if rows.sampled:
-            x = x.iloc[rows.positions]
         with parts_on_workers(self.address, training_rows, self._calls(x)) as parts:
             return fit_lightgbm(parts, x.iloc[:0], params, rounds, None, self.ports)
 

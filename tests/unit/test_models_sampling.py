@@ -51,7 +51,7 @@ def test_every_dropout_and_about_ratio_others_per_dropout(n, positives, ratio):
     assert abs(negatives - ratio * positives) < 0.15 * ratio * positives
     assert rows.negative_share == pytest.approx(negatives / (n - positives))
     # Each kept negative stands for 1 / share of them: the weighted count is all the negatives.
-    assert rows.weights(y).sum() == pytest.approx(n, rel=1e-9)
+    assert rows.kept_weights(y).sum() == pytest.approx(n, rel=1e-9)
     assert np.all(np.diff(rows.positions) > 0)
 
 
