@@ -299,6 +299,7 @@ class ModelConfig(Section):
     early_stopping_metric: str = "average_precision"
     class_weight: Literal["balanced", "none"] = "balanced"
     negatives_per_positive: float = Field(5.0, ge=0)
+    exclude_features: tuple[str, ...] = ()
     params: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_LGB_PARAMS))
     calibration_methods: tuple[Literal["isotonic", "sigmoid"], ...] = ("isotonic", "sigmoid")
     calibration_folds: int = Field(5, ge=2)

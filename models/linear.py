@@ -31,6 +31,7 @@ class LinearDropoutModel:
     column_features: list[str] = field(default_factory=list)
     column_means: np.ndarray = field(default_factory=lambda: np.empty(0))
     importance: pd.Series | None = None
+    ignored_features: tuple[str, ...] = ()  # as `DropoutModel.ignored_features`
     kind = "logistic"
 
     @property
@@ -83,7 +84,7 @@ class LinearDropoutModel:
         return np.asarray(columns.transform(self.baseline._matrix(frame)), dtype=float)
 
     def check(self, frame: pd.DataFrame) -> None:
-        check_frame(frame, self.feature_names, self.feature_types)
+        check_frame(frame, self.feature_names, self.feature_types, self.ignored_features)
 
     def raw_margin(self, frame: pd.DataFrame) -> np.ndarray:
         """The logit of P(dropout)."""

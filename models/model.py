@@ -96,12 +96,16 @@ def cast_features(
 
 
 def check_frame(
-    frame: pd.DataFrame, feature_names: list[str], feature_types: dict[str, str]
+    frame: pd.DataFrame,
+    feature_names: list[str],
+    feature_types: dict[str, str],
+    ignored: tuple[str, ...] = (),
 ) -> None:
-    """Raise `ModelMismatch` naming missing/extra feature columns and wrong types."""
+    """Raise `ModelMismatch` naming missing/extra feature columns and wrong types; `ignored`
+    columns are known to the model and left out on purpose (`model.exclude_features`)."""
     present = list(frame.columns)
     missing = [c for c in feature_names if c not in frame.columns]
-    known = set(feature_names) | NON_FEATURE_COLUMNS
+    known = set(feature_names) | NON_FEATURE_COLUMNS | set(ignored)
     extra = [c for c in present if c not in known]
     wrong = []
     for col in feature_names:
@@ -144,11 +148,14 @@ class DropoutModel:
     num_threads: int
     reference: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    # Features of the frame left out on purpose (`model.exclude_features`); a class-level
+    # default, so models pickled before the setting existed read as ignoring none.
+    ignored_features: tuple[str, ...] = ()
     kind = "lightgbm"
 
     def check(self, frame: pd.DataFrame) -> None:
         """Raise `ModelMismatch` naming missing/extra feature columns and wrong types."""
-        check_frame(frame, self.feature_names, self.feature_types)
+        check_frame(frame, self.feature_names, self.feature_types, self.ignored_features)
 
     def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Select the model columns in order and cast them as in training (checks first)."""

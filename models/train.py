@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from configs.schema import Config
+from configs.schema import Config, ConfigError
 from features.catalog import LABEL_COLUMN, feature_names
 from models.baselines import LogisticBaseline, RuleBaseline
 from models.calibration import Calibrator, choose_calibrator
@@ -42,7 +42,8 @@ from models.sampling import LearningRows, learning_rows
 
 
 def model_inputs(frame: pd.DataFrame, config: Config) -> list[str]:
-    """Model input columns: the catalogue's features, then the attr_* columns present."""
+    """Model input columns: the catalogue's features, then the attr_* columns present, less
+    `model.exclude_features`."""
     names = feature_names(config.features)
     missing = [n for n in names if n not in frame.columns]
     if missing:
@@ -52,7 +53,19 @@ def model_inputs(frame: pd.DataFrame, config: Config) -> list[str]:
     attrs = []
     if config.features.include_attrs:
         attrs = [c for c in frame.columns if c.startswith(ATTR_PREFIX)]
-    return [*names, *attrs]
+    inputs = [*names, *attrs]
+    excluded = set(config.model.exclude_features)
+    unknown = sorted(excluded - set(inputs))
+    if unknown:
+        raise ConfigError(
+            "model.exclude_features names columns that are not model inputs: "
+            + ", ".join(unknown)
+            + " (inputs are the catalogue's features and the attr_* columns of the source)"
+        )
+    kept = [n for n in inputs if n not in excluded]
+    if not kept:
+        raise ConfigError("model.exclude_features leaves the models no input")
+    return kept
 
 
 def predict_threads(config: Config) -> int:
@@ -297,6 +310,7 @@ def _fit_models(
     model = DropoutModel(
         booster=booster,
         calibrator=calibrator,
+        ignored_features=tuple(config.model.exclude_features),
         feature_names=names,
         feature_types=types,
         categories=cats,
@@ -549,6 +563,7 @@ def _refit_served(
             baseline, labelled, config.model.prob_clip, predict_threads(config)
         )
         logistic.metadata = {**served_meta, "model_kind": "logistic", "calibration": "none"}
+        logistic.ignored_features = tuple(config.model.exclude_features)
         logistic.metadata.pop("best_iteration", None)  # the evaluated trees' (not this model's)
         logistic.reference = build_drift_reference(
             logistic, labelled, labelled, logistic_scores, config, train_scores=logistic_scores
@@ -616,6 +631,7 @@ def _refit_trees(
     model = DropoutModel(
         booster=booster,
         calibrator=calibrator,
+        ignored_features=tuple(config.model.exclude_features),
         feature_names=names,
         feature_types=types,
         categories=cats,

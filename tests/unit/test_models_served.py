@@ -14,6 +14,7 @@ from configs import load_config
 from models.champion import train_champion
 from models.frames import synthetic_feature_frame
 from models.linear import LinearDropoutModel
+from models.model import ModelMismatch
 from models.promotion import choose_champion, unseen_by_champion
 from models.split import split_by_time
 from models.train import FitInfo, fit_models, refit_served, scaled_trees
@@ -240,3 +241,23 @@ def test_refit_only_the_chosen_candidate(run, frame, config):
     assert trees_only.logistic is None and trees_only.info.trees == run.served.info.trees
     with pytest.raises(ValueError, match="scorers to refit"):
         refit_served(frame, run.fitted, config, scorers=("rule",))
+
+
+def test_served_models_ignore_the_excluded_features(frame):
+    excluded = ("days_since_start", "attr_age_band")
+    config = load_config(
+        overrides={**FAST, "model": {**FAST["model"], "exclude_features": excluded}}
+    )
+    split = split_by_time(frame, config.split, config.snapshots.horizon_days)
+    train, validation, _ = split.frames(frame)
+    served = refit_served(frame, fit_models(train, validation, config), config)
+    rows = labelled(frame).head(50)
+    for model in (served.model, served.logistic):
+        assert not set(excluded) & set(model.feature_names)
+        assert model.ignored_features == excluded
+        # The whole frame, excluded columns included, is scored; a column nobody knows is not.
+        assert np.isfinite(model.predict_proba(rows)).all()
+        with pytest.raises(ModelMismatch, match="not_a_feature"):
+            model.predict_proba(rows.assign(not_a_feature=1.0))
+    restored = pickle.loads(pickle.dumps(served.model))
+    assert restored.ignored_features == excluded

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from configs import load_config
+from configs.schema import ConfigError
 from features.catalog import feature_names
 from models.baselines import rule_score
 from models.frames import synthetic_feature_frame
@@ -84,6 +85,36 @@ def test_model_inputs_are_catalogue_then_attrs(data, config, fitted):
     assert fitted.model.categories["attr_age_band"] == ["18-25", "26-35", "36+"]
     no_attrs = load_config(overrides={**FAST, "features": {"include_attrs": False}})
     assert model_inputs(frame, no_attrs) == catalogue
+
+
+@pytest.mark.parametrize(
+    "exclude", [("days_since_start",), ("attr_age_band", "course_elapsed_share")]
+)
+def test_excluded_features_are_no_model_input(data, exclude):
+    frame, split = data
+    config = load_config(
+        overrides={**FAST, "model": {**FAST["model"], "exclude_features": exclude}}
+    )
+    names = model_inputs(frame, config)
+    assert not set(exclude) & set(names)
+    assert len(names) == len(model_inputs(frame, load_config(overrides=FAST))) - len(exclude)
+    train, validation, _ = split.frames(frame)
+    fitted = fit_models(train, validation, config)
+    assert fitted.model.feature_names == names
+    assert fitted.logistic.feature_names == names
+
+
+@pytest.mark.parametrize(
+    "exclude, message",
+    [(("no_such_feature",), "no_such_feature"), (("attr_nope", "days_since_start"), "attr_nope")],
+)
+def test_excluding_an_unknown_feature_is_a_config_error(data, exclude, message):
+    frame, _ = data
+    config = load_config(
+        overrides={**FAST, "model": {**FAST["model"], "exclude_features": exclude}}
+    )
+    with pytest.raises(ConfigError, match=message):
+        model_inputs(frame, config)
 
 
 def test_contributions_sum_to_the_raw_margin(data, fitted):
