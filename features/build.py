@@ -459,6 +459,9 @@ GRID_ZERO_FILLED = (
 )
 
 
+_FILL_SQL = {True: "0::DOUBLE", False: "'NaN'::DOUBLE"}  # zero-filled counts / values
+
+
 def _fetch_grid(
     con: duckdb.DuckDBPyConnection, enr: pd.DataFrame, lo: int, hi: int, plan: Plan
 ) -> dict[str, np.ndarray]:
@@ -485,7 +488,10 @@ def _fetch_grid(
         ("due_recent", "k", ["due_recent", "missed_recent"]),
     )
     for table, bin_col, cols in sparse:
-        values = ", ".join(f"{c}::DOUBLE AS {c}" for c in cols)
+        # Nulls filled in DuckDB (0 for counts, NaN for values): plain arrays, no masks.
+        values = ", ".join(
+            f"coalesce({c}::DOUBLE, {_FILL_SQL[c in GRID_ZERO_FILLED]}) AS {c}" for c in cols
+        )
         rows = con.execute(
             f"SELECT eid, {bin_col} AS bin, {values} FROM {table} WHERE eid BETWEEN {lo} AND {hi}"
         ).fetchnumpy()
@@ -494,8 +500,7 @@ def _fetch_grid(
         inside = (offset >= 0) & (offset < sizes[where])  # recent misses may reach past the grid
         at = offsets[where[inside]] + offset[inside]
         for c in cols:
-            fill = 0.0 if c in GRID_ZERO_FILLED else np.nan
-            grid[c][at] = np.ma.filled(np.ma.asarray(rows[c], dtype=float), fill)[inside]
+            grid[c][at] = np.asarray(rows[c], dtype=float)[inside]
     return grid
 
 
@@ -645,7 +650,12 @@ def _percent_rank(values: np.ndarray, group: np.ndarray) -> np.ndarray:
 
 
 def _snapshot_index(g: dict[str, np.ndarray], enr: pd.DataFrame, plan: Plan) -> np.ndarray:
-    """Grid rows that are snapshots of an enrollment in the population at that time."""
+    """Grid rows that are snapshots of an enrollment in the population at that time, in the
+    output's row order: by as_of, then (course_id, student_id) (the grid's eid order).
+
+    Every feature is gathered at these rows, so the frame comes out in its final order and the
+    writer need not sort it (`_sorted` finds it sorted).
+    """
     pos = enr.index.get_indexer(g["eid"])
     k = g["bin"].astype(np.int64)
 
@@ -660,7 +670,10 @@ def _snapshot_index(g: dict[str, np.ndarray], enr: pd.DataFrame, plan: Plan) -> 
         & (per_row("enrolled_s") <= t_s)
         & ~(unenrolled < t_s)  # NaN (never unenrolled) stays in
     )
-    return np.flatnonzero(keep)
+    at = np.flatnonzero(keep)
+    # The as_of values exactly as `_snapshot_rows` makes them (and `_sorted` compares them).
+    as_of = pd.to_datetime(t_s[at], unit="s", utc=True).asi8
+    return at[np.argsort(as_of, kind="stable")]
 
 
 def _snapshot_rows(
@@ -931,10 +944,15 @@ def open_source(
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows by (as_of, course_id, student_id).
 
-    Frames come in (course_id, student_id, as_of) order (enrollment ids are numbered in that
-    order), so a stable sort on as_of alone gives the full order without comparing strings.
+    Within a chunk, frames come in (as_of, course_id, student_id) order already (see
+    `_snapshot_index`; enrollment ids are numbered in (course_id, student_id) order), and chunks
+    are consecutive ranges of them, so a stable sort on as_of alone gives the full order without
+    comparing strings; a frame already in order is not copied.
     """
-    order = np.argsort(frame["as_of"].to_numpy(dtype="int64"), kind="stable")
+    as_of = frame["as_of"].to_numpy(dtype="int64")
+    if len(as_of) < 2 or bool((as_of[1:] >= as_of[:-1]).all()):
+        return frame.reset_index(drop=True)
+    order = np.argsort(as_of, kind="stable")
     return frame.take(order).reset_index(drop=True)
 
 

@@ -8,7 +8,13 @@ import pandas as pd
 import pytest
 
 from configs import load_config
-from features.build import FeatureError, build_feature_frame, write_feature_file
+from features.build import (
+    FeatureError,
+    build_feature_frame,
+    iter_feature_chunks,
+    open_source,
+    write_feature_file,
+)
 from features.catalog import KEY_COLUMNS, LABEL_COLUMN, META_COLUMNS, feature_names
 from features.sources import SourceError
 from tests.sources import ts, write_source
@@ -182,6 +188,46 @@ def test_feature_file_matches_frame(tmp_path, weekly):
     written = pd.read_parquet(out)
     assert rows == len(weekly) == len(written)
     assert written[LABEL_COLUMN].sum() == weekly[LABEL_COLUMN].sum()
+
+
+def two_runs_school() -> dict[str, pd.DataFrame]:
+    """The tiny school twice: run c2 starts three days after c1, so their as-of times interleave."""
+    one = tiny_school()
+    shift = pd.Timedelta(days=3)
+    other = {name: table.copy() for name, table in one.items()}
+    for table in other.values():
+        table["course_id"] = "c2"
+    for name, cols in {
+        "courses": ["start_at", "end_at"],
+        "enrollments": ["enrolled_at", "unenrolled_at"],
+        "assignments": ["due_at"],
+        "events": ["ts"],
+    }.items():
+        for col in cols:
+            other[name][col] = other[name][col] + shift
+    return {name: pd.concat([one[name], other[name]], ignore_index=True) for name in one}
+
+
+def test_chunks_come_in_output_order_and_the_file_holds_the_frame(tmp_path):
+    """Each chunk is built in (as_of, course_id, student_id) order (the writer does not sort it);
+    the file, chunk by chunk, holds the frame's rows with the same values."""
+    config = load_config(overrides={"features": {"chunk_grid_rows": 1}})  # a chunk per run
+    source = write_source(tmp_path / "src", two_runs_school())
+    con = open_source(source, config)
+    try:
+        chunks = list(iter_feature_chunks(con, config))
+    finally:
+        con.close()
+    assert len(chunks) == 2
+    keys = ["as_of", "course_id", "student_id"]
+    for chunk in chunks:
+        assert chunk[keys].equals(chunk[keys].sort_values(keys).reset_index(drop=True))
+    frame = build_feature_frame(source, config)
+    assert frame[keys].equals(frame[keys].sort_values(keys).reset_index(drop=True))
+    out = tmp_path / "f.parquet"
+    assert write_feature_file(source, out, config) == len(frame)
+    written = pd.read_parquet(out).sort_values(keys).reset_index(drop=True)
+    pd.testing.assert_frame_equal(written, frame, check_categorical=False)
 
 
 def test_missing_table_is_a_clear_error(tmp_path):
