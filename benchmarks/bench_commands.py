@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import date
 from pathlib import Path
 
 from _measure import fmt_seconds, machine, run_measured, write_doc_section, write_result
@@ -215,8 +216,14 @@ def walls(runs: list[dict]) -> str:
 
 
 def loads(runs: list[dict]) -> str:
-    values = [r["load"] for r in runs]
-    return f"{min(values):.1f}" if len(set(values)) == 1 else f"{min(values):.1f}-{max(values):.1f}"
+    low, high = (f"{f(r['load'] for r in runs):.1f}" for f in (min, max))
+    return low if low == high else f"{low}-{high}"
+
+
+def replayed_dates() -> int:
+    start, end, every = BACKTEST_RANGE
+    days = (date.fromisoformat(end) - date.fromisoformat(start)).days
+    return days // int(every) + 1
 
 
 def verdict(value: float, target: float, at_most: bool = True) -> str:
@@ -259,9 +266,9 @@ def section_text(r: dict, info: dict) -> str:
         f"| the same, warm | {walls(warm_score)} | {loads(warm_score)} | <= 10 s: "
         f"**{verdict(best_score, TARGET_SCORE_S)}** |",
         f"| `notalone backtest --from {BACKTEST_RANGE[0]} --to {BACKTEST_RANGE[1]} --every "
-        f"{BACKTEST_RANGE[2]}` ({bt['weeks']} weeks with active enrollments, {bt['rows']:,} "
-        f"rows) | {walls(r['backtest'])} | {loads(r['backtest'])} | <= 2 min: "
-        f"**{verdict(best_backtest, TARGET_BACKTEST_S)}** |",
+        f"{BACKTEST_RANGE[2]}` ({replayed_dates()} dates, {bt['weeks']} with active "
+        f"enrollments; {bt['rows']:,} rows) | {walls(r['backtest'])} | {loads(r['backtest'])} "
+        f"| <= 2 min: **{verdict(best_backtest, TARGET_BACKTEST_S)}** |",
     ]
     if "score_prefect_temporary" in r:
         lines += [
@@ -307,7 +314,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backtests", type=int, default=1, help="backtest calls")
     parser.add_argument("--skip-prefect", action="store_true", help="skip the --prefect rows")
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/performance.md")
+    parser.add_argument(
+        "--render", action="store_true", help="write the section again from the saved results"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        saved = json.loads(RESULTS.read_text())
+        info = saved.pop("machine")
+        write_doc_section(DOC, SECTION, section_text(saved, info), info)
+        return
     if not (args.oulad / "studentInfo.csv").is_file():
         raise SystemExit(f"no OULAD files in {args.oulad} (pass --oulad DIR)")
     info = machine()
