@@ -1,8 +1,9 @@
 """LightGBM grown on a Dask cluster (lightgbm.dask) with the same early stopping as at home.
 
 lightgbm.dask evaluates a validation set only on the rows each worker holds, so LightGBM's own
-early stopping would stop workers at different rounds. Instead the trees grow in stages of
-`early_stopping_rounds` (each stage continues the previous Booster), the client scores the
+early stopping would stop workers at different rounds. Instead the trees grow in stages (each
+stage grown again from scratch to at least `early_stopping_rounds` more trees, so that bagging
+and feature sampling follow one random stream as in a local fit), the client scores the
 validation slice tree by tree with the configured metric, and growth stops exactly where
 `lgb.early_stopping` would: when the best round is that many rounds behind. The model keeps the
 trees up to the best round, as locally; the refit on train + validation grows that many trees.
@@ -110,8 +111,12 @@ class ClusterBoosterFitter:
         with parts_on_workers(self.address, training_rows, calls) as parts:
             while len(history) < limit and len(history) - best < patience:
                 done = len(history)
-                step = min(patience, limit - done)
-                booster = fit_lightgbm(parts, train_x.iloc[:0], grow, step, booster, self.ports)
+                # Grown again from scratch to `total` trees, not continued from `booster`: a
+                # continued fit restarts LightGBM's bagging and feature-sampling streams, so its
+                # trees would differ from a local fit's; from scratch, the first `done` trees are
+                # those already scored. Doubling keeps the extra work under one more fit.
+                total = min(limit, max(done + patience, 2 * done))
+                booster = fit_lightgbm(parts, train_x.iloc[:0], grow, total, None, self.ports)
                 for i in range(done, booster.current_iteration()):
                     margin += booster.predict(
                         valid_x, raw_score=True, start_iteration=i, num_iteration=1

@@ -45,14 +45,8 @@ AS_OF = datetime(2026, 3, 2, tzinfo=UTC)
 
 
 def _config(**dask):
-    # Every row learned from: the cluster's trees equal the local ones only on the same rows in
-    # the same order, and the sampled rows reach the workers in part-file order (a known gap).
-    return load_config(
-        overrides={
-            "dask": {"runs_per_partition": 2, "train_min_rows": 0, **dask},
-            "model": {"negatives_per_positive": 0},
-        }
-    )
+    # The default sampling of negatives (models.sampling): the workers read the same kept rows.
+    return load_config(overrides={"dask": {"runs_per_partition": 2, "train_min_rows": 0, **dask}})
 
 
 @pytest.fixture(scope="module")
