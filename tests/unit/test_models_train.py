@@ -98,10 +98,13 @@ def test_excluded_features_are_no_model_input(data, exclude):
     names = model_inputs(frame, config)
     assert not set(exclude) & set(names)
     assert len(names) == len(model_inputs(frame, load_config(overrides=FAST))) - len(exclude)
-    train, validation, _ = split.frames(frame)
+    train, validation, test = split.frames(frame)
     fitted = fit_models(train, validation, config)
     assert fitted.model.feature_names == names
     assert fitted.logistic.feature_names == names
+    # Every scorer still scores the whole test frame, excluded columns included.
+    for evaluation in evaluate_models(fitted, test, config).values():
+        assert 0.5 < evaluation.metrics["roc_auc"] <= 1.0
 
 
 @pytest.mark.parametrize(
