@@ -251,3 +251,24 @@ def write_doc_section(doc: Path, section: str, text: str, info: dict) -> None:
     else:
         new = old.rstrip("\n") + "\n\n" + text
     doc.write_text(new.rstrip("\n") + "\n")
+
+
+def code_version(repo: Path, *paths: str) -> str:
+    """What was measured: the commit, and whether `paths` (every file when none) had local
+    changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", *paths], cwd=repo
+        ).returncode
+    except OSError:
+        return "unknown"
+    return f"{commit}{' + uncommitted changes' if changed else ''}"
+
+
+def notalone_exe() -> str:
+    """The `notalone` of this environment (else the one on PATH)."""
+    exe = Path(sys.executable).parent / "notalone"
+    return str(exe) if exe.exists() else "notalone"

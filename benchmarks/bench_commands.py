@@ -36,7 +36,15 @@ import urllib.request
 from datetime import date
 from pathlib import Path
 
-from _measure import fmt_seconds, machine, run_measured, write_doc_section, write_result
+from _measure import (
+    code_version,
+    fmt_seconds,
+    machine,
+    notalone_exe,
+    run_measured,
+    write_doc_section,
+    write_result,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "benchmarks" / ".data"
@@ -57,13 +65,6 @@ SCORE_AS_OF = "2014-12-01"
 BACKTEST_RANGE = ("2014-02-10", "2015-01-19", "14")
 HELP_RUNS = 5
 SERVER_START_TIMEOUT_S = 180.0
-
-
-def notalone_exe() -> str:
-    exe = Path(sys.executable).with_name("notalone")
-    if not exe.is_file():
-        raise SystemExit(f"{exe} not found: run `make install` first")
-    return str(exe)
 
 
 def bench_env(prefect_api_url: str | None = None) -> dict[str, str]:
@@ -298,15 +299,6 @@ def section_text(r: dict, info: dict) -> str:
     return "\n".join(lines)
 
 
-def code_version() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--oulad", type=Path, default=DEFAULT_OULAD, help="OULAD CSV folder")
@@ -326,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.oulad / "studentInfo.csv").is_file():
         raise SystemExit(f"no OULAD files in {args.oulad} (pass --oulad DIR)")
     info = machine()
-    info["build"] = code_version()
+    info["build"] = code_version(REPO)
     info["date"] = time.strftime("%Y-%m-%d")
     print(f"machine: {info['cores']} cores ({info['cpu']}), load {info['load_1m']:.1f}", flush=True)
     result = measure(args)

@@ -37,7 +37,6 @@ import random
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -48,9 +47,11 @@ from _measure import (
     GIB,
     Measurement,
     PeakSampler,
+    code_version,
     fmt_bytes,
     fmt_seconds,
     machine,
+    notalone_exe,
     run_measured,
     run_python_step,
     write_doc_section,
@@ -116,25 +117,6 @@ def size_label(n: int) -> str:
 
 
 # --------------------------------------------------------------------------------------- data
-
-
-def code_version() -> str:
-    """Which features/build.py was measured: the commit, and whether it had local changes."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "diff", "--quiet", "HEAD", "--", "features/build.py"], cwd=REPO
-        ).returncode
-    except OSError:
-        return "unknown"
-    return f"{commit}{' + uncommitted changes' if changed else ''}"
-
-
-def notalone_exe() -> str:
-    exe = Path(sys.executable).parent / "notalone"
-    return str(exe) if exe.exists() else "notalone"
 
 
 def bench_env() -> dict[str, str]:
@@ -1014,7 +996,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     info = machine()
-    info["build"] = code_version()
+    info["build"] = code_version(REPO, "features/build.py")
     print(
         f"machine: {info['cores']} cores ({info['cpu']}), {fmt_bytes(info['memory_total'])} RAM, "
         f"{fmt_bytes(info['memory_available'])} available, load {info['load_1m']:.1f}",

@@ -116,7 +116,7 @@ class ClusterBoosterFitter:
                 # trees would differ from a local fit's; from scratch, the first `done` trees are
                 # those already scored. Doubling keeps the extra work under one more fit.
                 total = min(limit, max(done + patience, 2 * done))
-                booster = fit_lightgbm(parts, train_x.iloc[:0], grow, total, None, self.ports)
+                booster = fit_lightgbm(parts, train_x.iloc[:0], grow, total, self.ports)
                 for i in range(done, booster.current_iteration()):
                     margin += booster.predict(
                         valid_x, raw_score=True, start_iteration=i, num_iteration=1
@@ -147,7 +147,7 @@ class ClusterBoosterFitter:
         params, x, _ = learning_set(x, y, config)
         params.pop("metric", None)
         with parts_on_workers(self.address, training_rows, self._calls(x)) as parts:
-            return fit_lightgbm(parts, x.iloc[:0], params, rounds, None, self.ports)
+            return fit_lightgbm(parts, x.iloc[:0], params, rounds, self.ports)
 
     def _calls(self, x: pd.DataFrame) -> list[tuple]:
         types, cats = model_matrix_types(x)

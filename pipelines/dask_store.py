@@ -251,12 +251,11 @@ def fit_lightgbm(
     x_meta: Any,
     params: dict,
     rounds: int,
-    init_model: Any = None,
     ports: tuple[int, int] | None = None,
 ) -> Any:
-    """`rounds` more trees with lightgbm.dask's DaskLGBMClassifier on the parts the workers hold;
-    the Booster. `init_model` continues an earlier Booster. `ports` (first, count): LightGBM
-    listens on ports of that range (else on random free ports)."""
+    """A Booster of `rounds` trees grown from scratch with lightgbm.dask's DaskLGBMClassifier on
+    the parts the workers hold. `ports` (first, count): LightGBM listens on ports of that range
+    (else on random free ports)."""
     import dask.dataframe as dd
     import pandas as pd
     from lightgbm.dask import DaskLGBMClassifier
@@ -268,7 +267,7 @@ def fit_lightgbm(
     if ports is not None:
         extra["machines"] = lightgbm_machines(parts.client, sorted(set(parts.workers)), *ports)
     model = DaskLGBMClassifier(client=parts.client, n_estimators=rounds, **params, **extra)
-    model.fit(x, y, init_model=init_model)
+    model.fit(x, y)
     return model.booster_
 
 
