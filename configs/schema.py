@@ -618,6 +618,9 @@ class DriftConfig(Section):
     min_score_runs: int = Field(10, ge=1)
     score_stage_feature: str | None = None
     score_stage_width: float | None = Field(0.05, gt=0)
+    score_end_weeks: int | None = Field(4, ge=1)
+    course_length_feature: str | None = "course_length_days"
+    score_nil_risk: float | None = Field(0.001, gt=0, lt=1)
     min_validation_stage_rows: int = Field(200, ge=0)
     noise_quantile: float | None = Field(0.99, gt=0, lt=1)
     noise_draws: int = Field(1000, ge=1)

@@ -24,6 +24,12 @@ Two things would make PSI cry wolf on a healthy week, and both are handled here:
   the source records clicks for it), so the chance spread is simulated by drawing that many
   training runs of the same course week (`stage_runs` in the reference: per run, its row count
   and shares; no identifiers), not independent rows.
+- **The end of a course run.** Who can still leave follows how close the run's end is, which
+  the week of course does not say for runs of different length (week 31 is the end of a 34-week
+  run, not of a 38-week one). With `drift.score_end_weeks` the score's strata are the weeks of
+  course but, in a run's last weeks, the whole weeks to its end (`frame_buckets`); and
+  `drift.score_nil_risk` keeps risks that are all nil (the calibrator's clip and its lowest
+  steps, where nobody can leave) in one bin.
 
 Plain functions: no IO, no MLflow.
 """
@@ -179,7 +185,11 @@ def build_drift_reference(
         # the pooled shares stay the validation rows' (out of sample).
         all_scores = np.r_[validation_scores, np.asarray(train_scores, dtype="float64")]
         score["edges"] = summarise_numeric(all_scores, cfg.bins)["edges"]
-        score["shares"], score["missing_share"] = shares_like(score, validation_scores)
+    if cfg.score_nil_risk is not None:
+        # Risks below it are all "no risk" to the lists: no edge between them (else the point
+        # mass at the calibrator's clip and its lowest steps make bins of their own).
+        score["edges"] = [e for e in score["edges"] if e >= cfg.score_nil_risk]
+    score["shares"], score["missing_share"] = shares_like(score, validation_scores)
     score["rows"] = len(validation_scores)
     reference: dict[str, Any] = {
         "bins": cfg.bins,
@@ -211,6 +221,7 @@ def build_drift_reference(
             if by_run:
                 _add_run_strata(entry, values, seen_buckets, seen[cfg.run_column], n_buckets, cfg)
         score_stage = cfg.score_stage_feature
+        end = cfg.course_length_feature
         if (
             score_stage
             and cfg.score_stage_width is not None
@@ -227,9 +238,23 @@ def build_drift_reference(
                 "width": cfg.score_stage_width,
                 "buckets": max(int(np.nanmax(top)) + 1, 0) if top.notna().any() else 0,
             }
+        elif (
+            not score_stage
+            and cfg.score_end_weeks is not None
+            and "width" in reference["stage"]
+            and end
+            and end in train.columns
+            and end in validation.columns
+        ):
+            # The weeks of course, but in a run's last weeks the weeks to its end: there the
+            # score follows how close the end is (who can still leave before it), which the
+            # week of course does not say for runs of different length.
+            reference["score_stage"] = {**reference["stage"], "end_feature": end}
+            reference["score_stage"]["end_weeks"] = cfg.score_end_weeks
+        if "score_stage" in reference:
             n_buckets = bucket_count(reference["score_stage"])
-            train_buckets = stage_buckets(reference["score_stage"], train[score_stage])
-            valid_buckets = stage_buckets(reference["score_stage"], validation[score_stage])
+            train_buckets = frame_buckets(reference["score_stage"], train)
+            valid_buckets = frame_buckets(reference["score_stage"], validation)
         _add_strata(score, validation_scores, valid_buckets, n_buckets)
         if by_run and cfg.run_column in validation.columns:
             _add_run_strata(
@@ -331,10 +356,28 @@ def _fill_sparse_strata(
 
 
 def bucket_count(stage: dict) -> int:
-    """Stage buckets of a reference's stage: weeks of course, or quantile buckets."""
+    """Stage buckets of a reference's stage: weeks of course (then, with `end_weeks`, one per
+    week to the course end), or quantile buckets."""
     if "width" in stage:
-        return int(stage["buckets"])
+        return int(stage["buckets"]) + int(stage.get("end_weeks") or 0)
     return len(stage["edges"]) + 1
+
+
+def frame_buckets(stage: dict, frame: pd.DataFrame) -> np.ndarray:
+    """Stage bucket per row of `frame` (-1: none). With `end_feature` (the course length in
+    days) a row in the last `end_weeks` weeks of its course run is in bucket `buckets + k`,
+    k whole weeks (of `width` days) before the run's end; the others in their week of course.
+    A frame without the course length gets the weeks of course."""
+    buckets = stage_buckets(stage, frame[stage["feature"]])
+    end = stage.get("end_feature")
+    if not end or end not in frame.columns:
+        return buckets
+    elapsed = pd.to_numeric(frame[stage["feature"]], errors="coerce").to_numpy(dtype=float)
+    length = pd.to_numeric(frame[end], errors="coerce").to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        to_end = np.floor((length - elapsed) / float(stage["width"]))
+    last = (to_end >= 0) & (to_end < int(stage["end_weeks"]))
+    return np.where(last, int(stage["buckets"]) + np.nan_to_num(to_end), buckets).astype(np.int64)
 
 
 def stage_buckets(stage: dict | Sequence[float], values) -> np.ndarray:
@@ -582,7 +625,7 @@ def _week_buckets(stage: dict | None, frame: pd.DataFrame) -> np.ndarray | None:
     """Each row's stage bucket, the pooled slot (= bucket count) where it has none."""
     if not stage or stage.get("feature") not in frame.columns or len(frame) == 0:
         return None
-    buckets = stage_buckets(stage, frame[stage["feature"]])
+    buckets = frame_buckets(stage, frame)
     return np.where(buckets < 0, bucket_count(stage), buckets)
 
 

@@ -13,10 +13,12 @@ from configs import load_config
 from models.drift import (
     DRIFT_COLUMNS,
     SCORE,
+    bucket_count,
     build_drift_reference,
     check_drift,
     drift_features,
     expected_shares,
+    frame_buckets,
     noise_limit,
 )
 from models.reference import summarise_categorical, summarise_numeric
@@ -450,3 +452,115 @@ def test_schedule_shift_of_a_run_does_not_warn_on_days_since_last_submission(run
     frame["days_since_last_submission"] += 6.0  # deadlines moved by 6 days this presentation
     check = check_drift(run_reference, frame, run_risk(frame), config.drift, seed=2)
     assert "days_since_last_submission" not in set(check.drifted["name"])
+
+
+# ------------------------------------- the score near the course end (issue 12, item 4)
+
+NIL = 1e-6  # the calibrator's clip: the risk of a student who cannot leave before the end
+
+
+class EndModel:
+    feature_types = {
+        "events_total": "float",
+        "days_since_start": "float",
+        "course_length_days": "float",
+    }
+
+    def feature_importance(self) -> pd.Series:
+        return pd.Series([3.0, 2.0, 1.0], index=list(self.feature_types))
+
+
+def ending_runs(seed: int, runs: dict[str, tuple[int, range, int]], nil_step: float = 0.0):
+    """Runs of different length (prefix -> (weeks long, course weeks snapshotted, runs));
+    the risk is nil (the clip, a `nil_step` share one calibrator step above it) in a run's last
+    4 weeks, where nobody can leave before the end, and beta-distributed before."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for prefix, (length, weeks, count) in runs.items():
+        for r in range(count):
+            for w in weeks:
+                day = 7.0 * w
+                late = (7 * length - day) < 28
+                risk = rng.beta(2, 30, RUN_ROWS)
+                if late:
+                    risk = np.where(rng.random(RUN_ROWS) < nil_step, 3e-4, NIL)
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "course_id": f"{prefix}{r}",
+                            "days_since_start": day,
+                            "course_length_days": 7.0 * length,
+                            "events_total": rng.poisson(20 * (w + 1), RUN_ROWS).astype(float),
+                            "risk": risk,
+                        }
+                    )
+                )
+    return pd.concat(parts, ignore_index=True)
+
+
+def end_reference(config, train: pd.DataFrame) -> dict:
+    scores = train["risk"].to_numpy()  # the served model's own scores of its training rows
+    return build_drift_reference(EndModel(), train, train, scores, config, train_scores=scores)
+
+
+@pytest.fixture(scope="module")
+def end_training():
+    """Short (8-week) and long (12-week) runs, every course week of each."""
+    return ending_runs(0, {"B": (8, range(9), 3), "J": (12, range(13), 9)})
+
+
+@pytest.mark.parametrize(
+    ("end_weeks", "warns"),
+    [(None, True), (4, False)],  # weeks of course only: the short runs' ending looks like drift
+)
+@pytest.mark.parametrize("week", [6, 7, 8])
+def test_the_last_weeks_of_a_short_run_are_compared_with_other_runs_last_weeks(
+    config, end_training, end_weeks, warns, week
+):
+    """Course week 6-8 is the end of the short runs but not of the long ones: with strata by
+    weeks to the end, new short runs ending there are compared with runs that were ending."""
+    drift = config.drift.model_copy(update={"score_end_weeks": end_weeks})
+    cfg = config.model_copy(update={"drift": drift})
+    reference = end_reference(cfg, end_training)
+    frame = ending_runs(50 + week, {"S": (8, range(week, week + 1), 4)})
+    check = check_drift(reference, frame, frame["risk"].to_numpy(), drift, seed=week)
+    assert ("score" in set(check.drifted["name"])) == warns, check.table
+    if end_weeks is not None:
+        stage = reference["score_stage"]
+        assert stage["end_feature"] == "course_length_days" and stage["end_weeks"] == end_weeks
+        riskier = np.clip(frame["risk"].to_numpy() + 0.3, 0, 1)  # a real shift: still caught
+        shifted = check_drift(reference, frame, riskier, drift, seed=week)
+        assert "score" in set(shifted.drifted["name"])
+
+
+@pytest.mark.parametrize(("nil_risk", "warns"), [(None, True), (0.001, False)])
+def test_nil_risks_are_one_bin(config, nil_risk, warns):
+    """At the end of a run every risk is nil; a calibrator step above the clip (3e-4 instead
+    of 1e-6) for more of the students is no change of the lists."""
+    drift = config.drift.model_copy(update={"score_nil_risk": nil_risk})
+    cfg = config.model_copy(update={"drift": drift})
+    train = ending_runs(1, {"B": (8, range(9), 3), "J": (12, range(13), 9)}, nil_step=0.05)
+    reference = end_reference(cfg, train)
+    edges = reference["score"]["edges"]
+    assert (min(edges) < 0.001) == (nil_risk is None)  # the clip is an edge of its own
+    frame = ending_runs(60, {"S": (8, range(7, 8), 4)}, nil_step=0.4)
+    check = check_drift(reference, frame, frame["risk"].to_numpy(), drift, seed=3)
+    assert ("score" in set(check.drifted["name"])) == warns, check.table
+
+
+@pytest.mark.parametrize(
+    ("day", "length", "bucket"),
+    [
+        (0.0, 70.0, 0),  # 10 weeks to the end: week of course 0
+        (56.0, 70.0, 8),  # 2 weeks to the end: not one of the last 2, week of course 8
+        (63.0, 70.0, 11),  # 1 week to the end: buckets (10) + 1
+        (70.0, 70.0, 10),  # the last day: buckets + 0
+        (77.0, 70.0, -1),  # after the end and beyond the weeks of course: none
+        (14.0, float("nan"), 2),  # no course length: week of course
+    ],
+)
+def test_frame_buckets_weeks_to_the_end(day, length, bucket):
+    stage = {"feature": "d", "width": 7, "buckets": 10, "end_feature": "L", "end_weeks": 2}
+    frame = pd.DataFrame({"d": [day], "L": [length]})
+    assert frame_buckets(stage, frame).tolist() == [bucket]
+    assert bucket_count(stage) == 12
