@@ -20,6 +20,7 @@ import duckdb
 import pandas as pd
 import yaml
 
+from configs.schema import parse_yaml
 from features.contract import TABLES
 from features.errors import NotaloneError
 
@@ -146,7 +147,7 @@ def read_source_info(source: str | Path) -> SourceInfo:
     if not path.is_file():
         return SourceInfo()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise SourceError(f"cannot read {path}: {exc}", table="source") from exc
     if not isinstance(data, dict):

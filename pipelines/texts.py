@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from configs.schema import MESSAGES_DIR, Config
+from configs.schema import MESSAGES_DIR, Config, parse_yaml
 from features.errors import NotaloneError
 from interventions.routing import tiers_and_actions
 from interventions.texts import Texts, TextsError, check_texts_cover, parse_texts
@@ -19,7 +19,7 @@ def load_texts(language: str, config: Config | None = None) -> Texts:
     and trigger the config can produce."""
     path = MESSAGES_DIR / f"{language}.yaml"
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
         texts = parse_texts(data or {}, language)
         if config is not None:
             tiers, actions = tiers_and_actions(config.scoring)

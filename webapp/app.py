@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from fastapi import Depends, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -18,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
-from configs.schema import MESSAGES_DIR
+from configs.schema import MESSAGES_DIR, parse_yaml
 from interventions.messages import fill_message
 from webapp import auth
 from webapp.db import records
@@ -55,10 +54,10 @@ def load_labels() -> dict[str, dict[str, Any]]:
     """Page labels per language (webapp/labels/<lang>.yaml) plus the scorer's reason groups."""
     labels = {}
     for path in sorted(LABELS.glob("*.yaml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
         messages = MESSAGES_DIR / path.name
         if messages.is_file():
-            scorer = yaml.safe_load(messages.read_text(encoding="utf-8")) or {}
+            scorer = parse_yaml(messages.read_text(encoding="utf-8")) or {}
             data["reason_groups"] = scorer.get("reason_groups") or {}
             data["effect_texts"] = scorer.get("effect") or {}  # the hold-out's verdicts etc.
             data["decimal_separator"] = scorer.get("decimal_separator", ".")
