@@ -63,6 +63,23 @@ def scoring_dates(source: Path, horizon_days: int, first_offset_days: int) -> li
     return list(pd.date_range(first, last, freq=f"{STEP_DAYS}D"))
 
 
+def test_frame(source: Path, config) -> tuple[pd.DataFrame, list[pd.Timestamp]]:
+    """The labelled 2014 rows as `notalone score --as-of T` builds them, at every scoring date
+    (column `as_of`), and the dates that had any."""
+    planned = scoring_dates(
+        source, config.snapshots.horizon_days, config.snapshots.first_offset_days
+    )
+    parts, dates = [], []
+    for when in planned:
+        at = build_feature_frame(source, config, as_of=when.to_pydatetime())
+        at = at[at["course_id"].astype(str).str.contains(f"-{TEST_YEAR}", regex=False)]
+        at = at[at[LABEL_COLUMN].notna()]
+        if not at.empty:
+            parts.append(at)
+            dates.append(when)
+    return pd.concat(parts, ignore_index=True), dates
+
+
 def auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
 
@@ -110,21 +127,8 @@ def main() -> None:
     print(json.dumps(summary, indent=2, default=str), flush=True)
 
     clock = time.perf_counter()
-    planned = scoring_dates(
-        args.source, config.snapshots.horizon_days, config.snapshots.first_offset_days
-    )
-    parts, dates = [], []
-    for when in planned:
-        at = build_feature_frame(args.source, config, as_of=when.to_pydatetime())
-        at = at[at["course_id"].astype(str).str.contains(f"-{TEST_YEAR}", regex=False)]
-        at = at[at[LABEL_COLUMN].notna()].copy()
-        if at.empty:
-            continue
-        probs = {f"p_{name}": scorer(at) for name, scorer in scorers.items()}
-        at = at.assign(**probs)
-        parts.append(at)
-        dates.append(when)
-    scored = pd.concat(parts, ignore_index=True)
+    scored, dates = test_frame(args.source, config)
+    scored = scored.assign(**{f"p_{name}": scorer(scored) for name, scorer in scorers.items()})
     y = scored[LABEL_COLUMN].to_numpy().astype(int)
     print(
         f"scored {len(dates)} dates ({dates[0].date()} .. {dates[-1].date()}), "
