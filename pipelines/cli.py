@@ -136,6 +136,7 @@ def ingest_moodle(
     config: ConfigOpt = None,
 ) -> None:
     """Read a Moodle database into the contract; later runs append only new log rows.
+
     --config is merged over configs/moodle.yaml (the event map and roles)."""
     from pipelines.commands.ingest import run_ingest_moodle
 
@@ -275,8 +276,10 @@ def backtest(
     config: ConfigOpt = None,
     dask: DaskOpt = None,
 ) -> None:
-    """Replay the weekly lists of a past range with one model and measure them against what
-    happened: ranking, precision and recall at capacity, reach and lead time, churn, drift."""
+    """Replay the weekly lists of a past range with one model and measure them.
+
+    Measured against what happened: ranking, precision and recall at capacity,
+    reach and lead time, list churn and drift warnings."""
     from pipelines.commands.backtest import run_backtest
 
     run_backtest(
@@ -469,8 +472,10 @@ def effect(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Did the lists help? Dropout of listed against control students of the hold-out, with
-    intervals, the effect per contacted student and the minimum detectable effect."""
+    """Did the lists help? Dropout of listed against control students of the hold-out.
+
+    With intervals, the effect per contacted student and the minimum
+    detectable effect."""
     from pipelines.commands.effect import run_effect
 
     run_effect(
@@ -507,8 +512,10 @@ def simulate_term(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """A term of weekly lists on the synthetic school with simulated curators: the hold-out's
-    effect measure against the known truth (the same term without the lists' contacts)."""
+    """A term of weekly lists with simulated curators: the hold-out's measure against the truth.
+
+    On the synthetic school; the truth is the same term without the lists'
+    contacts."""
     from configs import load_config
     from pipelines.commands.simulate import run_simulate_term
 
