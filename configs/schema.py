@@ -502,12 +502,36 @@ DEFAULT_ROUTING_RULES: tuple[RoutingRule, ...] = (
 
 DEFAULT_REASON_GROUPS: dict[str, tuple[str, ...]] = {
     "inactivity": ("days_since_last_activity", "days_since_last_login"),
-    "activity": ("events_*d", "active_days_*d", "logins_*d", "events_total", "events_*_pct_in_run"),
-    "study": ("lesson_views_*d", "lesson_completions_*d", "quiz_attempts_*d"),
-    "activity_drop": ("events_change_7d", "events_slope_28d"),
-    "submissions": ("days_since_last_submission", "submissions_*d", "submissions_*_pct_in_run"),
-    "deadlines": ("deadlines_*", "on_time_share"),
-    "scores": ("score_mean", "score_last"),
+    "activity": (
+        "events_[0-9]*d",
+        "active_days_*d",
+        "logins_[0-9]*d",
+        "events_total",
+        "events_*_pct_in_run",
+    ),
+    "study": (
+        "lesson_views_[0-9]*d",
+        "lesson_completions_[0-9]*d",
+        "quiz_attempts_[0-9]*d",
+        "days_since_last_content_view",
+    ),
+    "activity_drop": ("*_change_7d", "events_slope_28d"),
+    "submissions": (
+        "days_since_last_submission",
+        "submissions_[0-9]*d",
+        "submissions_*_pct_in_run",
+        "submission_streak",
+    ),
+    "deadlines": (
+        "deadlines_*",
+        "on_time_share",
+        "days_to_next_deadline",
+        "next_deadline_weight",
+        "latest_deadline_missed",
+        "days_since_missed_deadline",
+        "missed_streak",
+    ),
+    "scores": ("score_mean", "score_last", "score_*_pct_in_run"),
     "falling_scores": ("score_trend",),
     "questions": ("questions_*d",),
     "technical": ("support_tickets_*d",),
@@ -517,6 +541,7 @@ DEFAULT_REASON_GROUPS: dict[str, tuple[str, ...]] = {
         "course_elapsed_share",
         "days_since_enrolment",
         "course_length_days",
+        "registration_lead_days",
     ),
 }
 

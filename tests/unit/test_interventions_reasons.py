@@ -32,6 +32,28 @@ def contributions(rows: list[dict[str, float]]) -> pd.DataFrame:
     return frame
 
 
+@pytest.mark.parametrize("feature", feature_names(CONFIG.features))
+def test_every_catalogue_feature_is_in_exactly_one_reason_group(feature):
+    # A feature in no group is shown under its raw name in the report; one in two groups goes to
+    # the first by order, which silently empties the other (events_change_7d once did that to
+    # activity_drop).
+    from fnmatch import fnmatchcase
+
+    matching = [
+        name
+        for name, patterns in SC.reason_groups.items()
+        if any(fnmatchcase(feature, p) for p in patterns)
+    ]
+    assert len(matching) == 1, f"{feature}: reason groups {matching}"
+
+
+def test_week_on_week_changes_are_activity_drops():
+    assert {"events_change_7d", "events_slope_28d", "logins_change_7d"} <= set(
+        GROUPS["activity_drop"]
+    )
+    assert not {"events_change_7d", "logins_change_7d"} & set(GROUPS["activity"])
+
+
 def test_related_features_share_a_group_and_attributes_are_never_reasons():
     assert {"events_7d", "events_14d", "active_days_7d"} <= set(GROUPS["activity"])
     assert {"deadlines_missed_28d", "deadlines_due_28d", "on_time_share"} <= set(
