@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from configs.schema import MESSAGES_DIR, parse_yaml
 from interventions.messages import fill_message
+from interventions.winback import EARLY_WARNING, WIN_BACK
 from webapp import auth
 from webapp.db import records
 from webapp.db.accounts import KIND_API, Account, create_credential, end_credential
@@ -373,6 +374,9 @@ def create_app(settings: AppSettings) -> FastAPI:
         ]
         no_reply = [c for c in cards if c["no_reply_before"]]
         shown = no_reply if show == "no_reply" else cards
+        # Win-back cards come after the early-warning ones, under their own heading.
+        win_back = [c for c in shown if c["section"] == WIN_BACK]
+        early = [c for c in shown if c["section"] != WIN_BACK]
         return render(
             request,
             "week.html",
@@ -381,6 +385,10 @@ def create_app(settings: AppSettings) -> FastAPI:
                 "weeks": weeks,
                 "curator_id": curator_id,
                 "cards": shown,
+                "sections": [
+                    (n, cs) for n, cs in ((EARLY_WARNING, early), (WIN_BACK, win_back)) if cs
+                ],
+                "win_back_count": sum(c["section"] == WIN_BACK for c in cards),
                 "all_count": len(cards),
                 "no_reply": no_reply,
                 "show": show,

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from configs import load_config
 from tests.workspace_data import WEEK, csrf_of, tiny_ranking
 from webapp import auth
-from webapp.app import create_app
+from webapp.app import create_app, load_labels
 from webapp.db import publish_week, recorded_contacts, records, revoke_person
 from webapp.db.accounts import KIND_API, create_credential, create_person
 from webapp.db.models import Contact, FeedbackAnswer, Outcome, Verdict
@@ -346,3 +346,30 @@ def test_openapi_documents_the_api(app):
     spec = client.get("/api/openapi.json").json()
     assert {"/api/v1/contacts", "/api/v1/list", "/api/v1/verdicts"} <= set(spec["paths"])
     assert client.get("/api/docs").status_code == 200
+
+
+def test_win_back_cards_come_after_early_warning_under_their_own_heading(tmp_path):
+    application = create_app(AppSettings(home=tmp_path, config=load_config(), secret=SECRET))
+    ranking = tiny_ranking({"cur-a": ["s1", "s2", "s3"], "cur-b": ["s4"]})
+    listed = ranking["listed"].to_numpy(dtype=bool)
+    ranking["section"] = "early_warning"
+    # s2 is rank 1 of the win-back section: ranks restart there, so rank order alone would mix them
+    ranking.loc[listed, "section"] = ["early_warning", "win_back", "early_warning", "early_warning"]
+    ranking.loc[listed, "rank"] = [1, 1, 2, 1]
+    publish_week(application.state.engine, as_of=WEEK, ranking=ranking)
+    labels = load_labels()["en"]
+
+    client, _ = login(application, "cur-a")
+    page = client.get("/week").text
+    heading = page.index(labels["win_back_heading"])
+    assert (
+        page.index('id="card-s1') < page.index('id="card-s3') < heading < page.index('id="card-s2')
+    )
+    assert labels["win_back_count"].format(count=1) in page
+
+    other, _ = login(application, "cur-b")  # no win-back card: no heading
+    assert labels["win_back_heading"] not in other.get("/week").text
+
+    api = api_client(application, "cur-a")
+    sections = {c["student_id"]: c["section"] for c in api.get("/api/v1/list").json()}
+    assert sections == {"s1": "early_warning", "s2": "win_back", "s3": "early_warning"}

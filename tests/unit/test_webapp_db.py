@@ -62,6 +62,27 @@ def test_publish_lists_only_listed_in_rank_order(engine):
     assert cards[0].entry["reason_group"] == "submissions"
 
 
+@pytest.mark.parametrize(
+    ("sections", "expected"),
+    [
+        (None, ["early_warning"] * 3),  # a ranking scored without sections
+        (
+            ["early_warning", "win_back", "early_warning"],
+            ["early_warning", "win_back", "early_warning"],
+        ),
+    ],
+)
+def test_publish_keeps_each_entry_s_section(engine, sections, expected):
+    ranking = tiny_ranking({"cur-a": ["s1", "s2", "s3"]})
+    if sections is not None:
+        listed = ranking["listed"].to_numpy(dtype=bool)
+        ranking["section"] = "early_warning"
+        ranking.loc[listed, "section"] = sections
+    week = publish_week(engine, as_of=WEEK, ranking=ranking)
+    cards = records.curator_cards(engine, week.week_id, "cur-a")
+    assert [c.entry["section"] for c in cards] == expected
+
+
 def test_publish_labels_and_display_names(engine):
     ranking = tiny_ranking()
     lists = pd.DataFrame(

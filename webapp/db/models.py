@@ -111,6 +111,8 @@ class ListEntry(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     triggered: Mapped[bool] = mapped_column(Boolean, default=False)
     trigger_names: Mapped[str] = mapped_column(Text, default="")
+    # early_warning | win_back (interventions.winback): the part of the list the card is in.
+    section: Mapped[str] = mapped_column(String(20), default="early_warning")
 
 
 class Contact(Base):

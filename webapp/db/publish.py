@@ -11,6 +11,7 @@ import pandas as pd
 from sqlalchemy import Engine, delete, insert, select, update
 
 from features.errors import NotaloneError
+from interventions.winback import EARLY_WARNING
 from webapp.db.engine import as_utc, utcnow
 from webapp.db.models import ListEntry, Week
 
@@ -89,6 +90,8 @@ def list_rows(
             "message": listed["message"],
             "triggered": listed["triggered"].fillna(False).astype(bool),
             "trigger_names": listed.get("triggers", ""),
+            # A ranking scored without win-back sections is all early warning.
+            "section": listed.get("section", EARLY_WARNING),
         }
     )
     dupes = frame[frame.duplicated(KEYS, keep=False)]
@@ -130,6 +133,7 @@ def list_rows(
                 "message": _text(r.message),
                 "triggered": bool(r.triggered),
                 "trigger_names": _text(r.trigger_names),
+                "section": _text(r.section) or EARLY_WARNING,
             }
         )
     return rows
