@@ -34,10 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from oulad_protocol import TRAIN_YEAR, auc, test_frame, within_date_auc, year_source  # noqa: E402
+from oulad_protocol import auc, test_frame, training_frame, within_date_auc  # noqa: E402
 
 from configs import load_config  # noqa: E402
-from features.build import build_feature_frame  # noqa: E402
 from features.catalog import LABEL_COLUMN  # noqa: E402
 from models.model import cast_features, infer_feature_types, training_categories  # noqa: E402
 from models.train import model_inputs, refit_booster  # noqa: E402
@@ -61,8 +60,7 @@ def main() -> None:
     config = load_config(args.config)
 
     clock = time.perf_counter()
-    train_source = year_source(args.source, args.work / f"oulad-{TRAIN_YEAR}", TRAIN_YEAR)
-    train = build_feature_frame(train_source, config)
+    train = training_frame(args.source, args.work, config)
     train = train[train[LABEL_COLUMN].notna()].reset_index(drop=True)
     test, dates = test_frame(args.source, config)
     y = test[LABEL_COLUMN].to_numpy().astype(int)

@@ -51,6 +51,12 @@ def year_source(source: Path, out: Path, year: str) -> Path:
     return out
 
 
+def training_frame(source: Path, work: Path, config) -> pd.DataFrame:
+    """The weekly snapshots of the 2013 presentations, built from them alone (their own source)."""
+    train_source = year_source(source, work / f"oulad-{TRAIN_YEAR}", TRAIN_YEAR)
+    return build_feature_frame(train_source, config)
+
+
 def scoring_dates(source: Path, horizon_days: int, first_offset_days: int) -> list[pd.Timestamp]:
     """Every second Monday from the first 2014 snapshot while a 2014 run is on and labelled."""
     courses = pd.read_parquet(source / "courses.parquet")
@@ -113,8 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.config)
     clock = time.perf_counter()
-    train_source = year_source(args.source, args.work / f"oulad-{TRAIN_YEAR}", TRAIN_YEAR)
-    frame = build_feature_frame(train_source, config)
+    frame = training_frame(args.source, args.work, config)
     labelled = frame[frame[LABEL_COLUMN].notna()]
     print(
         f"training frame: {len(frame):,} snapshots, {len(labelled):,} labelled, "
