@@ -560,7 +560,8 @@ def create_app(settings: AppSettings) -> FastAPI:
         week: Annotated[str | None, Query(description="As-of date (default: latest)")] = None,
         curator: Annotated[str | None, Query(description="A lead's choice of curator")] = None,
     ) -> list[dict[str, Any]]:
-        """A curator's list of the week in rank order, each student with their history."""
+        """A curator's list of the week, each student with their history: early warning in rank
+        order, then win-back in its own (`section`)."""
         curator_id = whose_list(account, curator)
         if curator_id is None:
             raise BadInput("a lead gives ?curator=ID")

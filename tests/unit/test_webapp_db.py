@@ -65,10 +65,12 @@ def test_publish_lists_only_listed_in_rank_order(engine):
 @pytest.mark.parametrize(
     ("sections", "expected"),
     [
-        (None, ["early_warning"] * 3),  # a ranking scored without sections
+        # a ranking scored without sections: all early warning, in rank order
+        (None, [("s1", "early_warning"), ("s2", "early_warning"), ("s3", "early_warning")]),
+        # win-back entries after the early-warning ones
         (
-            ["early_warning", "win_back", "early_warning"],
-            ["early_warning", "win_back", "early_warning"],
+            ["win_back", "early_warning", "early_warning"],
+            [("s2", "early_warning"), ("s3", "early_warning"), ("s1", "win_back")],
         ),
     ],
 )
@@ -80,7 +82,7 @@ def test_publish_keeps_each_entry_s_section(engine, sections, expected):
         ranking.loc[listed, "section"] = sections
     week = publish_week(engine, as_of=WEEK, ranking=ranking)
     cards = records.curator_cards(engine, week.week_id, "cur-a")
-    assert [c.entry["section"] for c in cards] == expected
+    assert [(c.entry["student_id"], c.entry["section"]) for c in cards] == expected
 
 
 def test_publish_labels_and_display_names(engine):

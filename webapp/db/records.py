@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import Engine, func, insert, select
 
+from interventions.winback import WIN_BACK
 from webapp.db.engine import as_utc, utcnow
 from webapp.db.models import Contact, FeedbackAnswer, ListEntry, Outcome, Verdict, Week
 
@@ -269,14 +270,15 @@ class Card:
 
 
 def curator_cards(engine: Engine, week_id: int, curator_id: str) -> list[Card]:
-    """The curator's list of the week in rank order, each with its history."""
+    """The curator's list of the week, each with its history: the early-warning section in rank
+    order, then the win-back section in its own rank order."""
     with engine.connect() as conn:
         entries = [
             dict(r._mapping)
             for r in conn.execute(
                 select(ListEntry)
                 .where(ListEntry.week_id == week_id, ListEntry.curator_id == curator_id)
-                .order_by(ListEntry.rank)
+                .order_by(ListEntry.section == WIN_BACK, ListEntry.rank)
             ).all()
         ]
         if not entries:
