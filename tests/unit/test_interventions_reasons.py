@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,8 +39,6 @@ def test_every_catalogue_feature_is_in_exactly_one_reason_group(feature):
     # A feature in no group is shown under its raw name in the report; one in two groups goes to
     # the first by order, which silently empties the other (events_change_7d once did that to
     # activity_drop).
-    from fnmatch import fnmatchcase
-
     matching = [
         name
         for name, patterns in SC.reason_groups.items()

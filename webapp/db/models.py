@@ -23,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from interventions.winback import EARLY_WARNING
+
 ID = String(200)  # student, course and curator ids are strings of the source
 
 
@@ -112,7 +114,7 @@ class ListEntry(Base):
     triggered: Mapped[bool] = mapped_column(Boolean, default=False)
     trigger_names: Mapped[str] = mapped_column(Text, default="")
     # early_warning | win_back (interventions.winback): the part of the list the card is in.
-    section: Mapped[str] = mapped_column(String(20), default="early_warning")
+    section: Mapped[str] = mapped_column(String(20), default=EARLY_WARNING)
 
 
 class Contact(Base):
